@@ -1,0 +1,172 @@
+"""The ``vaccicard-conformance`` command line.
+
+Sub-commands: ``run``, ``validate``, ``serve``, ``proxy``, ``packages``, ``report``, ``verify-report``.
+Exit codes: 0 ok, 1 conformance failures, 2 usage or configuration error, 3 target unreachable.
+Every ``ConformanceError`` becomes one line on stderr and its exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from conformance import __version__
+from conformance.config import ENV_PREFIX, find_config_file, load_default_map
+from conformance.errors import EXIT_USAGE, ConformanceError, NotAvailableError
+from conformance.fhir import packages as pkg
+
+
+@dataclass
+class AppContext:
+    """What every sub-command gets from the main command."""
+
+    cache: pkg.PackageCache
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    ctx.default_map = load_default_map(find_config_file(value))
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENV_PREFIX})
+@click.version_option(__version__, prog_name="vaccicard-conformance")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar=f"{ENV_PREFIX}_CONFIG",
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="Configuration file (default: ./vaccicard.toml when present).",
+)
+@click.option(
+    "--package-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=pkg.CACHE_ENV,
+    help="FHIR package cache folder (default: ~/.fhir/packages).",
+)
+@click.pass_context
+def cli(ctx: click.Context, package_cache: Path | None) -> None:
+    """Conformance suite and evaluation harness for Vaccicard integrations (RSW).
+
+    Checks that a vendor's software records, reads, corrects and cancels vaccinations in Vaccicard
+    as the RSW evaluation session expects, with every FHIR payload validated against BeVaccination.
+    """
+    ctx.obj = AppContext(cache=pkg.PackageCache(package_cache))
+
+
+# -- packages ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def packages() -> None:
+    """Install and list FHIR packages (the IG and its dependencies) in the package cache."""
+
+
+@packages.command("install")
+@click.argument("refs", nargs=-1, metavar="[ID#VERSION ...]")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, path_type=Path),
+    help="A folder of <id>#<version>.tgz files, or one .tgz file, instead of the registry.",
+)
+@click.option("--registry", help=f"FHIR package registry URL (default {pkg.DEFAULT_REGISTRY}).")
+@click.pass_obj
+def packages_install(
+    app: AppContext, refs: tuple[str, ...], source: Path | None, registry: str | None
+) -> None:
+    """Install packages and their dependencies, transitively.
+
+    With no ID#VERSION, installs hl7.fhir.be.vaccination#1.1.2 (or the package in the one .tgz
+    given with --from) and everything it depends on.
+    """
+    sources: list[pkg.PackageSource] = []
+    if source is not None:
+        sources.append(pkg.FolderSource(source) if source.is_dir() else pkg.FileSource(source))
+    if registry or source is None:
+        sources.append(pkg.RegistrySource(registry or pkg.DEFAULT_REGISTRY, scratch=app.cache.root))
+    if refs:
+        roots = [pkg.PackageRef.parse(r) for r in refs]
+    elif isinstance(sources[0], pkg.FileSource):
+        roots = [sources[0].ref]
+    else:
+        roots = [pkg.PackageRef.parse(r) for r in pkg.DEFAULT_ROOT_PACKAGES]
+    report = pkg.install(app.cache, roots, sources)
+    for ref in report.installed:
+        click.echo(f"installed {ref}")
+    for ref in report.already_present:
+        click.echo(f"present   {ref}")
+    for gap in report.gaps:
+        click.echo(f"warning: {gap}", err=True)
+    click.echo(f"package cache: {app.cache.root}")
+
+
+@packages.command("list")
+@click.pass_obj
+def packages_list(app: AppContext) -> None:
+    """Show installed packages, their dependencies, and missing ones."""
+    tree = pkg.dependency_tree(app.cache)
+    click.echo(f"package cache: {app.cache.root}")
+    if not tree:
+        click.echo("no package installed")
+        return
+    for package, deps in tree:
+        title = package.manifest.get("title") or ""
+        click.echo(f"{package.ref}" + (f"  {title}" if title else ""))
+        for dep, present in deps:
+            click.echo(f"    -> {dep}" + ("" if present else "  (MISSING)"))
+    for gap in app.cache.gaps():
+        label = "warning" if gap.tolerated else "error"
+        click.echo(f"{label}: {gap}")
+
+
+# -- commands that later versions provide -------------------------------------------------------
+
+
+def _not_yet(name: str, what: str) -> click.Command:
+    @click.command(
+        name,
+        help=f"{what} (not available in this version).",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    def command() -> None:
+        raise NotAvailableError(f"`{name}` is not available in this version of vaccicard-conformance yet")
+
+    return command
+
+
+for _name, _what in (
+    ("run", "Run the evaluation-session scenarios against the vendor software"),
+    ("validate", "Validate FHIR resources against BeVaccination and the profiles it builds on"),
+    ("serve", "Serve the Vaccicard simulator on 127.0.0.1"),
+    ("proxy", "Record the traffic between the vendor software and the acceptance API"),
+    ("report", "Render a report directory's report.json as HTML, Markdown or JUnit"),
+    ("verify-report", "Check a report directory against its integrity manifest"),
+):
+    cli.add_command(_not_yet(_name, _what))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning every ConformanceError into one line and its exit code."""
+    try:
+        cli.main(args=argv, prog_name="vaccicard-conformance", standalone_mode=False)
+    except ConformanceError as exc:
+        click.echo(f"vaccicard-conformance: error: {exc.message}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("vaccicard-conformance: aborted", err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
