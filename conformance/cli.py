@@ -15,8 +15,16 @@ import click
 
 from conformance import __version__
 from conformance.config import ENV_PREFIX, find_config_file, load_default_map
-from conformance.errors import EXIT_USAGE, ConformanceError, NotAvailableError
+from conformance.errors import (
+    EXIT_FAILURES,
+    EXIT_USAGE,
+    ConfigurationError,
+    ConformanceError,
+    NotAvailableError,
+)
 from conformance.fhir import packages as pkg
+from conformance.fhir.batch import ValidationSettings, render, validate_stream
+from conformance.fhir.inputs import read_inputs
 
 
 @dataclass
@@ -124,6 +132,74 @@ def packages_list(app: AppContext) -> None:
         click.echo(f"{label}: {gap}")
 
 
+# -- validate ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, metavar="[PATH ... | -]")
+@click.option(
+    "--profile", help="Profile URL (url or url|version) or a StructureDefinition file to validate against."
+)
+@click.option(
+    "--ig",
+    "igs",
+    multiple=True,
+    help="Extra package id#version from the cache, .tgz, package folder, or conformance resource file (repeatable).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "ndjson"]),
+    default="text",
+    show_default=True,
+    help="text: readable lines; json: an OperationOutcome (a Bundle of them for several); "
+    "ndjson: one OperationOutcome per input resource, in input order.",
+)
+@click.option(
+    "--strict-identifiers",
+    is_flag=True,
+    help="Belgian identifier check-digit failures are errors, not warnings.",
+)
+@click.option(
+    "--tx",
+    "tx_server",
+    help="Terminology server asked ($validate-code) when a code cannot be checked offline.",
+)
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Worker processes.")
+@click.pass_obj
+def validate(
+    app: AppContext,
+    paths: tuple[str, ...],
+    profile: str | None,
+    igs: tuple[str, ...],
+    fmt: str,
+    strict_identifiers: bool,
+    tx_server: str | None,
+    jobs: int,
+) -> None:
+    """Validate FHIR JSON resources, Bundles, NDJSON files and folders.
+
+    Each resource is checked against --profile, else its meta.profile, else the base definition of
+    its resourceType, with BeVaccination 1.1.2 and its dependencies loaded. Exit 0 when no error,
+    1 when any error, 2 for usage or configuration problems.
+    """
+    if not paths:
+        raise ConfigurationError(
+            "nothing to validate: give one or more files, folders, or - for standard input"
+        )
+    settings = ValidationSettings(
+        cache_root=app.cache.root,
+        igs=igs,
+        profile=profile,
+        strict_identifiers=strict_identifiers,
+        tx_server=tx_server,
+    )
+    results = validate_stream(read_inputs(list(paths)), settings, jobs)
+    _, errors, _ = render(results, fmt, sys.stdout)
+    if errors:
+        raise click.exceptions.Exit(EXIT_FAILURES)
+
+
 # -- commands that later versions provide -------------------------------------------------------
 
 
@@ -141,7 +217,6 @@ def _not_yet(name: str, what: str) -> click.Command:
 
 for _name, _what in (
     ("run", "Run the evaluation-session scenarios against the vendor software"),
-    ("validate", "Validate FHIR resources against BeVaccination and the profiles it builds on"),
     ("serve", "Serve the Vaccicard simulator on 127.0.0.1"),
     ("proxy", "Record the traffic between the vendor software and the acceptance API"),
     ("report", "Render a report directory's report.json as HTML, Markdown or JUnit"),
@@ -153,7 +228,7 @@ for _name, _what in (
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning every ConformanceError into one line and its exit code."""
     try:
-        cli.main(args=argv, prog_name="vaccicard-conformance", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="vaccicard-conformance", standalone_mode=False)
     except ConformanceError as exc:
         click.echo(f"vaccicard-conformance: error: {exc.message}", err=True)
         return exc.exit_code
@@ -163,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
