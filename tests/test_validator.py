@@ -337,6 +337,13 @@ CASES: list[tuple[str, Mutation, str, str, str | None]] = [
         "Immunization.modifierExtension[0]",
         "unknown-extension",
     ),
+    (
+        "extension outside its context",
+        lambda r: r["vaccineCode"].update(extension=[product_extension(r)]),
+        "error",
+        "Immunization.vaccineCode.extension[0]",
+        "extension-context",
+    ),
     ("status not in value set", lambda r: r.update(status="done"), "error", "Immunization.status", "binding"),
     (
         "vaccine code not in value set",

@@ -39,7 +39,7 @@ def read_inputs(paths: list[str]) -> Iterator[InputItem]:
             continue
         path = Path(name)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in JSON_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if _is_resource_file(p))
             if not files:
                 raise ConfigurationError(f"{path}: no .json or .ndjson file in this folder")
             for file in files:
@@ -48,6 +48,16 @@ def read_inputs(paths: list[str]) -> Iterator[InputItem]:
             yield from _from_file(path)
         else:
             raise ConfigurationError(f"{path}: no such file or folder")
+
+
+def _is_resource_file(path: Path) -> bool:
+    """JSON and NDJSON files of a folder, less hidden files and NPM package manifests."""
+    return (
+        path.is_file()
+        and path.suffix.lower() in JSON_SUFFIXES
+        and not path.name.startswith(".")
+        and path.name != "package.json"
+    )
 
 
 def _from_file(path: Path) -> Iterator[InputItem]:

@@ -130,6 +130,7 @@ class ProfilePlan:
     derivation: str | None
     root: ElementRule
     by_id: dict[str, ElementRule]
+    contexts: list[tuple[str, str]] = field(default_factory=list)  # an extension's (type, expression)
 
     @property
     def label(self) -> str:
@@ -242,8 +243,18 @@ def compile_structure_definition(sd: dict) -> ProfilePlan:
         root.children["id"].types = [TypeRef("id")]  # R4 snapshots type Resource.id as a plain string
     for rule in by_id.values():
         _index_json_names(rule)
+    contexts = [
+        (c.get("type", ""), c.get("expression", "")) for c in sd.get("context") or () if isinstance(c, dict)
+    ]
     return ProfilePlan(
-        url, sd.get("version"), sd.get("type", ""), sd.get("kind", ""), sd.get("derivation"), root, by_id
+        url,
+        sd.get("version"),
+        sd.get("type", ""),
+        sd.get("kind", ""),
+        sd.get("derivation"),
+        root,
+        by_id,
+        contexts,
     )
 
 

@@ -51,6 +51,7 @@ class _Scope:
     issues: list[Issue]
     bundle: dict | None = None
     visiting: set[int] = field(default_factory=set)
+    base_path: str = ""  # the location of ``resource`` in what is validated, e.g. "Immunization.contained[0]"
 
 
 _Evaluator = Callable[[Any, EvalContext], bool]
@@ -78,6 +79,7 @@ class Validator:
         self._rules_at: dict[tuple[int, str], ElementRule | None] = {}
         self._known: dict[str, dict] = {}
         self._unresolved: list[str] = []
+        self._context_verdicts: dict[tuple[str, str, str], bool] = {}
         for resource in resources:
             self.add_resource(resource)
 
@@ -139,7 +141,7 @@ class Validator:
                     )
                 )
                 continue
-            scope = _Scope(resource, resource, plan.label, issues)
+            scope = _Scope(resource, resource, plan.label, issues, base_path=rtype)
             if rtype == "Bundle":
                 scope.bundle = resource
             try:
@@ -220,7 +222,7 @@ class Validator:
         plans = plans or self._declared_profiles(item, rtype, path, scope.issues) or [base]
         for plan in plans:
             root = scope.root if contained else item
-            inner = _Scope(item, root, plan.label, scope.issues, scope.bundle, scope.visiting)
+            inner = _Scope(item, root, plan.label, scope.issues, scope.bundle, scope.visiting, path)
             if rtype == "Bundle" and scope.bundle is None:
                 inner.bundle = item
             self._walk_resource(item, plan, path, inner, depth + 1)
@@ -430,8 +432,11 @@ class Validator:
         if not item:
             issues.append(Issue("error", "structure", path, "an object must have some content", "json-empty"))
             return
-        if type_ref.code == "Extension" and not type_ref.profiles and not rule.children:
-            type_ref = self._extension_type(item, rule, path, scope)
+        if type_ref.code == "Extension":
+            if not type_ref.profiles and not rule.children:
+                type_ref = self._extension_type(item, rule, path, scope)
+            if type_ref.profiles:
+                self._check_extension_context(type_ref.profiles[0], rule, path, scope)
         owner = self._children_owner(rule, type_ref, plan)
         if owner is None:
             issues.append(
@@ -502,6 +507,73 @@ class Validator:
             )
         )
         return TypeRef("Extension")
+
+    def _check_extension_context(self, url: str, rule: ElementRule, path: str, scope: _Scope) -> None:
+        """An extension may only be used where its definition's ``context`` allows."""
+        plan = self.plans.get(url)
+        if plan is None or not plan.contexts:
+            return
+        host = _host_element_path(path, scope)
+        key = (url, host, rule.path)
+        allowed = self._context_verdicts.get(key)
+        if allowed is None:
+            allowed = self._context_allows(plan.contexts, host, rule)
+            self._context_verdicts[key] = allowed
+        if not allowed:
+            where = ", ".join(f"{kind} {expression}" for kind, expression in plan.contexts)
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    path,
+                    f"the extension {url} is not allowed at {host} (its context: {where})",
+                    "extension-context",
+                    plan.label,
+                )
+            )
+
+    def _context_allows(self, contexts: list[tuple[str, str]], host: str, rule: ElementRule) -> bool:
+        for kind, expression in contexts:
+            if kind != "element":
+                return True  # fhirpath and extension contexts are not checked: never a false error
+            if expression in ("Element", "Base") or expression == host:
+                return True
+            if "." not in host and expression in ("Resource", "DomainResource"):
+                return True
+            if self._host_matches(expression, host, rule):
+                return True
+        return False
+
+    def _host_matches(self, expression: str, host: str, rule: ElementRule) -> bool:
+        """``CodeableConcept`` or ``Address.line``: a type, or a path within a type, that the host is."""
+        type_name, _, rest = expression.partition(".")
+        if rest:
+            if not host.endswith("." + rest):
+                return False
+            prefix = host[: -len(rest) - 1]
+            return prefix == type_name or type_name in self._path_types(prefix)
+        owner = rule.path.rsplit(".", 1)[0]
+        return type_name == owner or type_name in self._path_types(host)
+
+    def _path_types(self, path: str) -> set[str]:
+        """The type codes of the element at an element path such as ``Organization.address.line``."""
+        segments = path.split(".")
+        plan = self.plans.base(segments[0])
+        if plan is None:
+            return set()
+        if len(segments) == 1:
+            return {segments[0]}
+        rule = plan.root
+        for segment in segments[1:]:
+            children = rule.children
+            if not children:
+                type_plan = self._type_plan(rule.types[0]) if rule.types else None
+                children = type_plan.root.children if type_plan else {}
+            found = children.get(segment)
+            if found is None:
+                return set()
+            rule = found
+        return {t.code for t in rule.types}
 
     # -- primitives ----------------------------------------------------------------------------
 
@@ -792,7 +864,7 @@ class Validator:
         if plan is None or not isinstance(value, dict):
             return False
         issues: list[Issue] = []
-        scope = _Scope(value, value, plan.label, issues)
+        scope = _Scope(value, value, plan.label, issues, base_path=plan.type)
         if plan.kind == "resource":
             if value.get("resourceType") != plan.type:
                 return False
@@ -1206,6 +1278,16 @@ def _label(resource: Any) -> str:
         rid = resource.get("id")
         return f"{rtype}/{rid}" if isinstance(rid, str) else str(rtype)
     return "(not an object)"
+
+
+_INDEX_OR_TYPE = re.compile(r"\[\d+\]|\.ofType\([^)]*\)")
+
+
+def _host_element_path(path: str, scope: _Scope) -> str:
+    """The element path (no indices) of the element holding the extension at ``path``."""
+    relative = _INDEX_OR_TYPE.sub("", path[len(scope.base_path) :])
+    element = str(scope.resource.get("resourceType", "")) + relative
+    return element.rsplit(".", 1)[0]
 
 
 def _node_type(rule: ElementRule, type_ref: TypeRef) -> str:
