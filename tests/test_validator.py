@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -622,3 +623,83 @@ def test_operation_outcome_serialisation(validator: Validator) -> None:
         validator.validate(valid_immunization()).to_operation_outcome()["resourceType"] == "OperationOutcome"
     )
     assert validator.validate(oo).ok  # our own OperationOutcomes are valid FHIR
+
+
+# -- a terminology server for what cannot be checked offline -------------------------------------
+
+BE_PROBLEM = "https://www.ehealth.fgov.be/standards/fhir/core-clinical/StructureDefinition/be-problem"
+
+
+@pytest.fixture
+def fake_tx():
+    """A terminology server on 127.0.0.1 that knows one SNOMED code of be-vs-problem-code."""
+    import http.server
+    import threading
+    from urllib.parse import parse_qs, urlparse
+
+    asked: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+            asked.append(query)
+            known = query.get("code") == "38341003"
+            body = json.dumps(
+                {
+                    "resourceType": "Parameters",
+                    "parameter": [
+                        {"name": "result", "valueBoolean": known},
+                        *([] if known else [{"name": "message", "valueString": "not in the value set"}]),
+                    ],
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    server.shutdown()
+    server.server_close()
+
+
+def problem(code: str) -> dict:
+    return {
+        "resourceType": "Condition",
+        "id": "p1",
+        "clinicalStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+            ]
+        },
+        "code": {"coding": [{"system": SCT, "code": code}]},
+        "subject": {"identifier": {"system": SSIN, "value": "94021300145"}},
+    }
+
+
+def binding_issues(outcome: Outcome) -> list[tuple[str, str]]:
+    return [
+        (i.severity, i.code)
+        for i in outcome.issues
+        if i.rule == "binding" and i.expression.startswith("Condition.code")
+    ]
+
+
+def test_offline_unknown_code_is_a_warning_and_a_tx_server_settles_it(
+    package_set: PackageSet, fake_tx
+) -> None:
+    from conformance.fhir.terminology import Terminology
+
+    offline = Validator(package_set).validate(problem("38341003"), BE_PROBLEM)
+    assert binding_issues(offline) == [("warning", "not-supported")]  # cannot be checked: never an error
+    url, asked = fake_tx
+    online = Validator(package_set, terminology=Terminology(package_set, url))
+    assert binding_issues(online.validate(problem("38341003"), BE_PROBLEM)) == []
+    assert binding_issues(online.validate(problem("99999999"), BE_PROBLEM)) == [("warning", "code-invalid")]
+    assert any(q["url"].endswith("be-vs-problem-code") and q["system"] == SCT for q in asked)

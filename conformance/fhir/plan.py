@@ -43,11 +43,10 @@ class TypeRef:
     code: str
     profiles: tuple[str, ...] = ()
     target_profiles: tuple[str, ...] = ()
+    is_primitive: bool = field(init=False)  # a FHIR primitive type (a JSON scalar)
 
-    @property
-    def is_primitive(self) -> bool:
-        """True for FHIR primitive types (JSON scalars)."""
-        return self.code in PRIMITIVE_TYPES
+    def __post_init__(self) -> None:
+        self.is_primitive = self.code in PRIMITIVE_TYPES
 
     @property
     def json_suffix(self) -> str:
@@ -112,6 +111,7 @@ class ElementRule:
     # derived once the tree is complete
     json_names: dict[str, tuple[ElementRule, TypeRef]] = field(default_factory=dict)
     type_by_suffix: dict[str, TypeRef] = field(default_factory=dict)
+    required: list[ElementRule] = field(default_factory=list)  # children with min > 0
 
     @property
     def display_max(self) -> str:
@@ -269,6 +269,7 @@ def _index_json_names(rule: ElementRule) -> None:
         else:  # contentReference elements take their type from the referenced element
             names[child.name] = (child, TypeRef("BackboneElement"))
     rule.json_names = names
+    rule.required = [child for child in rule.children.values() if child.min > 0]
 
 
 class PlanCache:

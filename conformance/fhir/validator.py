@@ -265,7 +265,7 @@ class Validator:
             )
             return
         names = owner.json_names if names is None else names
-        found: dict[int, list[tuple[str, TypeRef, Any, Any]]] = {}
+        found: dict[int, tuple[ElementRule, list[tuple[str, TypeRef, Any, Any]]]] = {}
         for key, value in obj.items():
             if is_resource and key == "resourceType":
                 continue
@@ -290,22 +290,25 @@ class Validator:
                     continue
                 if entry[1].is_primitive:
                     underscore = obj.get("_" + key)
-            found.setdefault(id(entry[0]), []).append((key, entry[1], value, underscore))
-        for child in owner.children.values():
-            instances = found.get(id(child))
-            if instances is None:
-                if child.min > 0:
-                    scope.issues.append(
-                        Issue(
-                            "error",
-                            "required",
-                            path,
-                            f"{child.path}: minimum required = {child.min}, but only found 0",
-                            "cardinality",
-                            scope.profile,
-                        )
+            child = entry[0]
+            slot = found.get(id(child))
+            if slot is None:
+                found[id(child)] = (child, [(key, entry[1], value, underscore)])
+            else:
+                slot[1].append((key, entry[1], value, underscore))
+        for child in owner.required:
+            if id(child) not in found:
+                scope.issues.append(
+                    Issue(
+                        "error",
+                        "required",
+                        path,
+                        f"{child.path}: minimum required = {child.min}, but only found 0",
+                        "cardinality",
+                        scope.profile,
                     )
-                continue
+                )
+        for child, instances in found.values():
             self._validate_child(obj, child, instances, plan, path, scope, depth)
 
     def _validate_child(
