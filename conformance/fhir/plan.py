@@ -239,6 +239,13 @@ def compile_structure_definition(sd: dict) -> ProfilePlan:
         else:
             parent.children[rule.name] = rule
         by_id[rule.id] = rule
+    for rule in by_id.values():  # a contentReference element obeys the invariants of the one it refers to
+        target = (
+            by_id.get((rule.content_reference or "").rsplit("#", 1)[-1]) if rule.content_reference else None
+        )
+        if target is not None:
+            keys = {c.key for c in rule.constraints}
+            rule.constraints += [c for c in target.constraints if c.key not in keys]
     if sd.get("kind") == "resource" and "id" in root.children:
         root.children["id"].types = [TypeRef("id")]  # R4 snapshots type Resource.id as a plain string
     for rule in by_id.values():

@@ -500,21 +500,48 @@ class Validator:
         if plan is not None and plan.type == "Extension":
             return TypeRef("Extension", (url,))
         modifier = rule.name == "modifierExtension"
-        scope.issues.append(
-            Issue(
-                "error" if modifier else "warning",
-                "extension",
-                path,
-                f"unknown {'modifier ' if modifier else ''}extension {url}: its definition is not loaded",
-                "unknown-extension",
+        if ":" not in url and rule.slices:  # a simple name matching none of the complex extension's slices
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    path,
+                    f"'{url}' is not a sub-extension this extension defines (or not an absolute URL)",
+                    "unknown-extension",
+                    scope.profile,
+                )
             )
-        )
+        elif ":" in url:
+            scope.issues.append(
+                Issue(
+                    "error" if modifier else "warning",
+                    "extension",
+                    path,
+                    f"unknown {'modifier ' if modifier else ''}extension {url}: its definition is not loaded",
+                    "unknown-extension",
+                )
+            )
         return TypeRef("Extension")
 
     def _check_extension_context(self, url: str, rule: ElementRule, path: str, scope: _Scope) -> None:
         """An extension may only be used where its definition's ``context`` allows."""
         plan = self.plans.get(url)
-        if plan is None or not plan.contexts:
+        if plan is None:
+            return
+        if plan.root.is_modifier != (rule.name == "modifierExtension"):
+            kind = "a modifier extension" if plan.root.is_modifier else "not a modifier extension"
+            place = "extension" if plan.root.is_modifier else "modifierExtension"
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    path,
+                    f"{url} is {kind}, so it cannot be used in {place}",
+                    "extension-modifier",
+                    plan.label,
+                )
+            )
+        if not plan.contexts:
             return
         host = _host_element_path(path, scope)
         key = (url, host, rule.path)
@@ -825,6 +852,8 @@ class Validator:
         if kind == "type":
             expected_rule = self._rule_at(slice_rule, disc_path) or slice_rule
             codes = {t.code for t in expected_rule.types}
+            if disc_path.endswith("resolve()"):  # the type of the referenced resource
+                codes = {self._target_type(p) for t in expected_rule.types for p in t.target_profiles}
             return any(_value_type(v) in codes for v in values)
         if kind == "profile":
             expected_rule = self._rule_at(slice_rule, disc_path) or slice_rule
@@ -862,12 +891,12 @@ class Validator:
             current = children.get(segment)
         return current
 
-    def _conforms(self, value: Any, profile: str) -> bool:
+    def _conforms(self, value: Any, profile: str, bundle: dict | None = None) -> bool:
         plan = self.plans.get(profile)
         if plan is None or not isinstance(value, dict):
             return False
         issues: list[Issue] = []
-        scope = _Scope(value, value, plan.label, issues, base_path=plan.type)
+        scope = _Scope(value, value, plan.label, issues, bundle, base_path=plan.type)
         if plan.kind == "resource":
             if value.get("resourceType") != plan.type:
                 return False
@@ -924,7 +953,7 @@ class Validator:
             )
         valid = [c for c in checks if c[1].status == "valid"]
         for sub, check in checks:
-            if check.display_ok is False:
+            if check.display_ok is False and not self._system_checks_display(codings, sub, path):
                 scope.issues.append(
                     Issue(
                         "warning",
@@ -962,6 +991,14 @@ class Validator:
         scope.issues.append(
             Issue(severity, "code-invalid", path, f"{text} ({strength} binding)", "binding", scope.profile)
         )
+
+    def _system_checks_display(self, codings: list[dict], sub: str, path: str) -> bool:
+        """True when the coding's own code system is loaded, so its display is checked there."""
+        coding = codings[0] if sub == path else codings[int(sub.rsplit("[", 1)[-1].rstrip("]"))]
+        system, code = coding.get("system"), coding.get("code")
+        if not isinstance(system, str) or not isinstance(code, str):
+            return False
+        return self.terminology.validate_coding_in_system(system, code).status != "unknown"
 
     def _report_code(
         self, check: CodeCheck, severity: str, path: str, rule: ElementRule, scope: _Scope
@@ -1031,13 +1068,33 @@ class Validator:
 
     def _check_reference(self, ref: dict, type_ref: TypeRef, path: str, scope: _Scope, depth: int) -> None:
         reference = ref.get("reference")
+        declared = ref.get("type")
+        allowed = self._allowed_targets(type_ref)
+        has_reference = isinstance(reference, str) and bool(reference)
+        if (
+            not has_reference
+            and isinstance(declared, str)
+            and allowed
+            and "Resource" not in allowed
+            and declared not in allowed
+        ):
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"{path}.type",
+                    f"the type '{declared}' is not a valid target for this reference (must be one of {', '.join(sorted(allowed))})",
+                    "reference-target",
+                    scope.profile,
+                )
+            )
         if not isinstance(reference, str) or not reference:
             return
         target_type: str | None = None
         target: dict | None = None
         if reference.startswith("#"):
             target = self._resolve(reference, scope)
-            if target is None and reference != "#":
+            if target is None:
                 scope.issues.append(
                     Issue(
                         "error",
@@ -1048,11 +1105,23 @@ class Validator:
                     )
                 )
                 return
-            target_type = target.get("resourceType") if target else None
-        elif (match := _RELATIVE_REF.match(reference)) or (match := _ABSOLUTE_REF.match(reference)):
+            target_type = target.get("resourceType")
+        elif match := _RELATIVE_REF.match(reference) or _ABSOLUTE_REF.match(reference):
             target_type = match.group(1)
+            target = self._resolve(reference, scope)
         elif _URN_REF.match(reference):
             target = self._resolve(reference, scope)
+            if target is None and scope.bundle is not None:
+                scope.issues.append(
+                    Issue(
+                        "error",
+                        "not-found",
+                        f"{path}.reference",
+                        f"reference {reference} is not the fullUrl of any entry of the Bundle",
+                        "reference",
+                    )
+                )
+                return
             target_type = target.get("resourceType") if target else None
         else:
             scope.issues.append(
@@ -1065,7 +1134,6 @@ class Validator:
                 )
             )
             return
-        declared = ref.get("type")
         if isinstance(declared, str) and target_type and declared != target_type:
             scope.issues.append(
                 Issue(
@@ -1076,7 +1144,6 @@ class Validator:
                     "reference",
                 )
             )
-        allowed = self._allowed_targets(type_ref)
         if target_type and allowed and "Resource" not in allowed and target_type not in allowed:
             scope.issues.append(
                 Issue(
@@ -1089,7 +1156,7 @@ class Validator:
                 )
             )
             return
-        if target is not None and id(target) not in scope.visiting and reference.startswith("#"):
+        if target is not None and id(target) not in scope.visiting and target is not scope.resource:
             self._check_target_profiles(target, type_ref, path, scope)
 
     def _check_target_profiles(self, target: dict, type_ref: TypeRef, path: str, scope: _Scope) -> None:
@@ -1102,7 +1169,7 @@ class Validator:
             return
         scope.visiting.add(id(target))
         try:
-            if not any(self._conforms(target, p) for p in profiles):
+            if not any(self._conforms(target, p, scope.bundle) for p in profiles):
                 scope.issues.append(
                     Issue(
                         "error",
@@ -1129,9 +1196,9 @@ class Validator:
         """Find what a reference points to: a contained resource, or a Bundle entry."""
         if reference.startswith("#"):
             if reference == "#":
-                return scope.resource
+                return scope.root  # the container (a resource that is not contained is its own root)
             wanted = reference[1:]
-            for container in (scope.resource, scope.root):
+            for container in (scope.root, scope.resource):
                 for contained in container.get("contained") or ():
                     if isinstance(contained, dict) and contained.get("id") == wanted:
                         return contained
