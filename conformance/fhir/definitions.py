@@ -20,11 +20,11 @@ import orjson
 from conformance.errors import PackageError
 from conformance.fhir.packages import (
     DEFAULT_ROOT_PACKAGES,
-    TOLERATED_GAPS,
     Gap,
     InstalledPackage,
     PackageCache,
     PackageRef,
+    dependency_closure,
 )
 
 
@@ -70,32 +70,21 @@ class PackageSet:
         A missing dependency is an error naming it and who needs it, except the tolerated gaps,
         which are kept in ``gaps`` for the report.
         """
-        ordered: list[InstalledPackage] = []
-        gaps: list[Gap] = []
-        seen: set[PackageRef] = set()
-        queue: list[tuple[PackageRef, PackageRef | None]] = [
-            (PackageRef.parse(r) if isinstance(r, str) else r, None) for r in roots
-        ]
-        while queue:
-            ref, needed_by = queue.pop(0)
-            if ref in seen:
-                continue
-            seen.add(ref)
-            package = cache.get(ref)
-            if package is None:
-                if needed_by is None:
-                    cache.require(ref)  # raises with the install hint
-                reason = TOLERATED_GAPS.get(str(ref))
-                if reason is None:
-                    raise PackageError(
-                        f"package {ref}, needed by {needed_by}, is not in the package cache {cache.root}; "
-                        f"install it with `vaccicard-conformance packages install {needed_by}`"
-                    )
-                gaps.append(Gap(ref, needed_by, tolerated=True, reason=reason))
-                continue
-            ordered.append(package)
-            queue.extend((dep, ref) for dep in package.dependencies)
-        return cls(ordered, gaps)
+
+        def missing(ref: PackageRef, needed_by: PackageRef | None) -> PackageError:
+            if needed_by is None:
+                return PackageError(
+                    f"package {ref} is not in the package cache {cache.root}; install it with "
+                    f"`vaccicard-conformance packages install {ref}` (add --from DIR when offline)"
+                )
+            return PackageError(
+                f"package {ref}, needed by {needed_by}, is not in the package cache {cache.root}; "
+                f"install it with `vaccicard-conformance packages install {needed_by}`"
+            )
+
+        refs = [PackageRef.parse(r) if isinstance(r, str) else r for r in roots]
+        packages, gaps = dependency_closure(refs, cache.get, missing)
+        return cls(packages, gaps)
 
     # -- building the index ------------------------------------------------------------------
 

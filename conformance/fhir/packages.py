@@ -18,7 +18,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -133,16 +133,6 @@ class PackageCache:
         if not manifest_path.is_file():
             return None
         return InstalledPackage(ref, folder, read_manifest(manifest_path, str(ref)))
-
-    def require(self, ref: PackageRef) -> InstalledPackage:
-        """The installed package ``ref``; an error saying how to install it when absent."""
-        package = self.get(ref)
-        if package is None:
-            raise PackageError(
-                f"package {ref} is not in the package cache {self.root}; install it with "
-                f"`vaccicard-conformance packages install {ref}` (add --from DIR when offline)"
-            )
-        return package
 
     def installed(self) -> list[InstalledPackage]:
         """Every package in the cache, sorted by id and version."""
@@ -331,6 +321,38 @@ def install(
     (``TOLERATED_GAPS``), which is reported as a warning in the result.
     """
     report = InstallReport()
+
+    def provide(ref: PackageRef) -> InstalledPackage | None:
+        package = cache.get(ref)
+        if package is not None:
+            report.already_present.append(ref)
+            return package
+        package = _fetch_and_install(cache, ref, sources)
+        if package is not None:
+            report.installed.append(ref)
+        return package
+
+    def missing(ref: PackageRef, needed_by: PackageRef | None) -> PackageError:
+        where = ", ".join(source.describe() for source in sources) or "no source"
+        who = f", needed by {needed_by}" if needed_by else ""
+        return PackageError(f"package {ref}{who}, was not found in {where}")
+
+    _, report.gaps = dependency_closure(roots, provide, missing)
+    return report
+
+
+def dependency_closure(
+    roots: Iterable[PackageRef],
+    provide: Callable[[PackageRef], InstalledPackage | None],
+    missing: Callable[[PackageRef, PackageRef | None], PackageError],
+) -> tuple[list[InstalledPackage], list[Gap]]:
+    """Walk roots and their dependencies breadth first; ``provide`` gets each package or None.
+
+    A package that cannot be provided raises ``missing(ref, needed_by)``, except a tolerated gap
+    (``TOLERATED_GAPS``) among the dependencies, which is returned as a Gap.
+    """
+    packages: list[InstalledPackage] = []
+    gaps: list[Gap] = []
     queue: list[tuple[PackageRef, PackageRef | None]] = [(ref, None) for ref in roots]
     seen: set[PackageRef] = set()
     while queue:
@@ -338,21 +360,15 @@ def install(
         if ref in seen:
             continue
         seen.add(ref)
-        package = cache.get(ref)
-        if package is not None:
-            report.already_present.append(ref)
-        else:
-            package = _fetch_and_install(cache, ref, sources)
-            if package is None:
-                if needed_by is not None and str(ref) in TOLERATED_GAPS:
-                    report.gaps.append(_gap(ref, needed_by))
-                    continue
-                where = ", ".join(source.describe() for source in sources) or "no source"
-                who = f", needed by {needed_by}" if needed_by else ""
-                raise PackageError(f"package {ref}{who}, was not found in {where}")
-            report.installed.append(ref)
+        package = provide(ref)
+        if package is None:
+            if needed_by is not None and str(ref) in TOLERATED_GAPS:
+                gaps.append(_gap(ref, needed_by))
+                continue
+            raise missing(ref, needed_by)
+        packages.append(package)
         queue.extend((dep, ref) for dep in package.dependencies)
-    return report
+    return packages, gaps
 
 
 def _fetch_and_install(
