@@ -165,6 +165,13 @@ def packages_list(app: AppContext) -> None:
     "tx_server",
     help="Terminology server asked ($validate-code) when a code cannot be checked offline.",
 )
+@click.option(
+    "--best-practice",
+    type=click.Choice(["information", "warning", "error", "ignore"]),
+    default="information",
+    show_default=True,
+    help="How to report best-practice invariants such as dom-6 (a resource should have narrative).",
+)
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Worker processes.")
 @click.pass_obj
 def validate(
@@ -175,6 +182,7 @@ def validate(
     fmt: str,
     strict_identifiers: bool,
     tx_server: str | None,
+    best_practice: str,
     jobs: int,
 ) -> None:
     """Validate FHIR JSON resources, Bundles, NDJSON files and folders.
@@ -193,6 +201,7 @@ def validate(
         profile=profile,
         strict_identifiers=strict_identifiers,
         tx_server=tx_server,
+        best_practice=best_practice,
     )
     results = validate_stream(read_inputs(list(paths)), settings, jobs)
     _, errors, _ = render(results, fmt, sys.stdout)

@@ -206,3 +206,13 @@ def test_jobs_keep_the_input_order(run, tmp_path: Path) -> None:
     code, out, _ = run("--jobs", "2", "--format", "ndjson", str(path))
     verdicts = ["error" in {i["severity"] for i in json.loads(line)["issue"]} for line in out.splitlines()]
     assert code == 1 and verdicts == [i % 3 == 0 for i in range(30)]
+
+
+def test_best_practice_invariants_are_notes_unless_asked(run, tmp_path: Path) -> None:
+    path = write(tmp_path / "r.json", valid_immunization())  # no narrative: dom-6 is a best practice
+    _, out, _ = run(str(path))
+    assert "INFORMATION Immunization: constraint failed: dom-6" in out
+    code, out, _ = run("--best-practice", "error", str(path))
+    assert code == 1 and "ERROR       Immunization: constraint failed: dom-6" in out
+    _, out, _ = run("--best-practice", "ignore", str(path))
+    assert "dom-6" not in out

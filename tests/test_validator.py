@@ -345,6 +345,27 @@ CASES: list[tuple[str, Mutation, str, str, str | None]] = [
         "Immunization.vaccineCode.extension[0]",
         "extension-context",
     ),
+    (
+        "relative Coding.system",
+        lambda r: r["vaccineCode"]["coding"][0].update(system="snomed"),
+        "error",
+        "Immunization.vaccineCode.coding[0].system",
+        "coding-system",
+    ),
+    (
+        "a value set as Coding.system",
+        lambda r: r["vaccineCode"]["coding"][0].update(system=VACC + "ValueSet/be-vs-vaccine-code"),
+        "error",
+        "Immunization.vaccineCode.coding[0].system",
+        "coding-system",
+    ),
+    (
+        "relative Identifier.system",
+        lambda r: r["identifier"][0].update(system="vaccinations"),
+        "error",
+        "Immunization.identifier[0].system",
+        "identifier-system",
+    ),
     ("status not in value set", lambda r: r.update(status="done"), "error", "Immunization.status", "binding"),
     (
         "vaccine code not in value set",
@@ -464,21 +485,21 @@ CASES: list[tuple[str, Mutation, str, str, str | None]] = [
         "reference to missing contained",
         lambda r: r.update(encounter={"reference": "#nothing"}),
         "error",
-        "Immunization.encounter.reference",
+        "Immunization.encounter",
         "reference",
     ),
     (
         "malformed reference",
         lambda r: r.update(encounter={"reference": "not a reference"}),
         "error",
-        "Immunization.encounter.reference",
+        "Immunization.encounter",
         "reference",
     ),
     (
         "reference to the wrong type",
         lambda r: r.update(encounter={"reference": "Patient/123"}),
         "error",
-        "Immunization.encounter.reference",
+        "Immunization.encounter",
         "reference-target",
     ),
     (
@@ -565,7 +586,7 @@ def test_unknown_declared_profile_is_a_warning(validator: Validator) -> None:
     resource = valid_immunization()
     resource["meta"]["profile"] = ["http://example.org/StructureDefinition/unknown"]
     outcome = validator.validate(resource)
-    assert ("warning", "Immunization.meta.profile", "meta-profile") in [
+    assert ("warning", "Immunization.meta.profile[0]", "meta-profile") in [
         (i.severity, i.expression, i.rule) for i in outcome.issues
     ]
 
@@ -703,3 +724,26 @@ def test_offline_unknown_code_is_a_warning_and_a_tx_server_settles_it(
     assert binding_issues(online.validate(problem("38341003"), BE_PROBLEM)) == []
     assert binding_issues(online.validate(problem("99999999"), BE_PROBLEM)) == [("warning", "code-invalid")]
     assert any(q["url"].endswith("be-vs-problem-code") and q["system"] == SCT for q in asked)
+
+
+def test_attachment_size_and_hash_must_match_the_data(validator: Validator) -> None:
+    photo = {
+        "contentType": "text/plain",
+        "data": "aGVsbG8=",
+        "size": 5,
+        "hash": "qvTGHdzF6KLavt4PO0gs2a6pQ00=",
+    }
+    assert validator.validate({"resourceType": "Patient", "photo": [photo]}).ok  # "hello": 5 bytes
+    wrong = {**photo, "size": 6, "hash": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+    assert errors_of(validator.validate({"resourceType": "Patient", "photo": [wrong]})) == [
+        ("error", "Patient.photo[0]", "attachment-size"),
+        ("error", "Patient.photo[0]", "attachment-hash"),
+    ]
+
+
+def test_canonical_url_must_be_absolute(validator: Validator) -> None:
+    value_set = {"resourceType": "ValueSet", "url": "http://example.org/vs", "status": "draft"}
+    assert validator.validate(value_set).ok
+    assert ("error", "ValueSet.url", "canonical-url") in errors_of(
+        validator.validate({**value_set, "url": "vs1"})
+    )

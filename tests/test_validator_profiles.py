@@ -967,7 +967,7 @@ REFERENCES = [
         lambda: observation(subject={"reference": "Patient/123"}),
         None,
         at("subject", reference="Group/123"),
-        ("error", "Observation.subject.reference", "reference-target"),
+        ("error", "Observation.subject", "reference-target"),
     ),
     Check(
         "contained target does not conform to the target profile",
@@ -1009,7 +1009,7 @@ REFERENCES = [
         ),
         None,
         lambda r: r.update(resourceType="Practitioner"),
-        ("error", "Practitioner.contained[0].subject.reference", "reference-target"),
+        ("error", "Practitioner.contained[0].subject", "reference-target"),
     ),
     Check(
         "urn:uuid resolved through Bundle.entry.fullUrl",
@@ -1023,7 +1023,7 @@ REFERENCES = [
         ),
         None,
         at("entry.0.resource", resourceType="Group", type="person", actual=True),
-        ("error", "Bundle.entry[1].resource.subject.reference", "reference-target"),
+        ("error", "Bundle.entry[1].resource.subject", "reference-target"),
     ),
     Check(
         "a Bundle entry target does not conform to the target profile",
@@ -1045,7 +1045,7 @@ REFERENCES = [
         bundle((UUID_A, patient()), (UUID_B, observation(subject={"reference": UUID_A}))),
         None,
         at("entry.1.resource.subject", reference=UUID_C),
-        ("error", "Bundle.entry[1].resource.subject.reference", "reference"),
+        ("error", "Bundle.entry[1].resource.subject", "reference"),
     ),
     Check(
         "malformed urn:uuid",
@@ -1053,7 +1053,7 @@ REFERENCES = [
         lambda: observation(subject={"reference": UUID_A}),
         None,
         at("subject", reference="urn:uuid:not-a-uuid"),
-        ("error", "Observation.subject.reference", "reference"),
+        ("error", "Observation.subject", "reference"),
     ),
 ]
 

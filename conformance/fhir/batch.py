@@ -45,6 +45,7 @@ class ValidationSettings:
     profile: str | None = None
     strict_identifiers: bool = False
     tx_server: str | None = None
+    best_practice: str = "information"
     roots: tuple[str, ...] = field(default=DEFAULT_ROOT_PACKAGES)
 
 
@@ -99,7 +100,12 @@ def build_validator(settings: ValidationSettings) -> tuple[Validator, str | None
     """A Validator for these settings, and the profile URL to validate against (if any)."""
     packages, profile = load_packages(settings)
     terminology = Terminology(packages, settings.tx_server)
-    validator = Validator(packages, terminology=terminology, strict_identifiers=settings.strict_identifiers)
+    validator = Validator(
+        packages,
+        terminology=terminology,
+        strict_identifiers=settings.strict_identifiers,
+        best_practice=settings.best_practice,
+    )
     if profile:
         validator.profile_plan(profile)  # fail early on an unknown profile
     return validator, profile

@@ -40,8 +40,10 @@ too, see ``native_invariants``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from antlr4 import CommonTokenStream, InputStream
@@ -168,6 +170,28 @@ def _has_value(ctx: dict, inputs: list) -> bool:
     return count == 1 and not isinstance(value, dict | list)
 
 
+def _matches(ctx: dict, inputs: list, pattern: Any) -> list:
+    """matches(regex) on the whole string, as the HL7 validator evaluates R4 invariants.
+
+    R4's own regexes (eld-19, eld-20, sdf-0, cnl-0 ...) and be-inv-SSIN's ``\\d{11}`` carry no
+    anchors and only make sense matched in full; a partial match would let them always pass.
+    """
+    if not isinstance(pattern, str):
+        return []
+    regex = _full_regex(pattern)
+    result = []
+    for item in inputs:
+        data = _data(item)
+        if isinstance(data, str):
+            result.append(regex.fullmatch(data) is not None)
+    return result
+
+
+@lru_cache(maxsize=512)
+def _full_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.DOTALL)
+
+
 def _html_checks(ctx: dict, inputs: list) -> bool:
     """htmlChecks(): true; the narrative's XHTML rules are checked by the structure validator."""
     return True
@@ -226,6 +250,7 @@ class FhirPath:
         self._compiled: dict[str, CompiledExpression] = {}
         self._functions: dict[str, dict] = {
             "hasValue": {"fn": _has_value},
+            "matches": {"fn": _matches, "arity": {1: ["String"]}},
             "htmlChecks": {"fn": _html_checks},
             "resolve": {"fn": self._resolve},
             "memberOf": {"fn": self._member_of_fn, "arity": {1: ["String"]}},

@@ -18,6 +18,7 @@ from conformance.fhir.definitions import PackageSet
 
 CORE = "http://hl7.org/fhir/StructureDefinition/"
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+BEST_PRACTICE_EXT = "http://hl7.org/fhir/StructureDefinition/elementdefinition-bestpractice"
 SYSTEM_TYPES = {
     "http://hl7.org/fhirpath/System.String": "string",
     "http://hl7.org/fhirpath/System.Boolean": "boolean",
@@ -63,6 +64,7 @@ class Constraint:
     human: str
     expression: str
     source: str | None
+    best_practice: bool = False  # marked with the elementdefinition-bestpractice extension (dom-6 ...)
 
 
 @dataclass(slots=True, eq=False)
@@ -195,7 +197,16 @@ def _rule(element: dict) -> ElementRule:
         rule.binding_strength = binding.get("strength")
         rule.binding_valueset = binding["valueSet"]
     rule.constraints = [
-        Constraint(c["key"], c.get("severity", "error"), c.get("human", ""), c["expression"], c.get("source"))
+        Constraint(
+            c["key"],
+            c.get("severity", "error"),
+            c.get("human", ""),
+            c["expression"],
+            c.get("source"),
+            any(
+                e.get("url") == BEST_PRACTICE_EXT and e.get("valueBoolean") for e in c.get("extension") or ()
+            ),
+        )
         for c in element.get("constraint") or ()
         if c.get("expression")
     ]
@@ -280,21 +291,29 @@ def _index_json_names(rule: ElementRule) -> None:
 
 
 class PlanCache:
-    """Compiled plans by canonical URL, built on first use from a PackageSet."""
+    """Compiled plans by canonical URL, built on first use from a PackageSet.
+
+    A definition that cannot be compiled (no snapshot) is remembered in ``problems`` and looked up
+    as None, so one broken profile makes a finding, never a crash in the middle of a walk.
+    """
 
     def __init__(self, packages: PackageSet) -> None:
         self.packages = packages
-        self._plans: dict[str, ProfilePlan] = {}
+        self._plans: dict[str, ProfilePlan | None] = {}
+        self.problems: dict[str, str] = {}
 
     def get(self, canonical: str) -> ProfilePlan | None:
-        """The plan of the StructureDefinition ``url`` or ``url|version``, or None if unknown."""
-        plan = self._plans.get(canonical)
-        if plan is None:
-            sd = self.packages.resolve(canonical)
-            if sd is None or sd.get("resourceType") != "StructureDefinition":
-                return None
-            plan = compile_structure_definition(sd)
-            self._plans[canonical] = plan
+        """The plan of the StructureDefinition ``url`` or ``url|version``, or None if unusable."""
+        if canonical in self._plans:
+            return self._plans[canonical]
+        sd = self.packages.resolve(canonical)
+        plan = None
+        if sd is not None and sd.get("resourceType") == "StructureDefinition":
+            try:
+                plan = compile_structure_definition(sd)
+            except ConfigurationError as exc:
+                self.problems[canonical] = exc.message
+        self._plans[canonical] = plan
         return plan
 
     def base(self, type_code: str) -> ProfilePlan | None:

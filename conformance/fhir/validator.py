@@ -10,6 +10,9 @@ Plans are compiled once per profile and kept, so one Validator serves thousands 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,8 +35,9 @@ _BELGIAN_RULES = {
     system: "be-identifier-" + system.rstrip("/").rsplit("/", 1)[-1] for system in IDENTIFIER_CHECKS
 }
 _RELATIVE_REF = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
+# any absolute URI (RESTful URLs expose the target type); relative references are Type/id
 _ABSOLUTE_REF = re.compile(
-    r"^[a-z][a-z0-9+.\-]*://\S+?(?:/([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/\S+)?)?$"
+    r"^[a-zA-Z][a-zA-Z0-9+.\-]*:(?://)?\S+?(?:/([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/\S+)?)?$"
 )
 _URN_REF = re.compile(r"^urn:(uuid:[0-9a-fA-F\-]{36}|oid:[0-2](\.(0|[1-9][0-9]*))+)$")
 _EXTENSION_URL = "http://hl7.org/fhir/StructureDefinition/Extension"
@@ -67,7 +71,15 @@ class Validator:
         terminology: Terminology | None = None,
         strict_identifiers: bool = False,
         resources: Iterable[dict] = (),
+        best_practice: str = "information",
     ) -> None:
+        """``best_practice``: how to report invariants marked as best practice (dom-6, "a resource
+        should have narrative"): "information" (default), "warning", "error" or "ignore"."""
+        if best_practice not in ("information", "warning", "error", "ignore"):
+            raise ConfigurationError(
+                f"best_practice must be information, warning, error or ignore, not {best_practice!r}"
+            )
+        self.best_practice = best_practice
         self.packages = packages
         self.plans = PlanCache(packages)
         self.terminology = terminology or Terminology(packages)
@@ -80,6 +92,7 @@ class Validator:
         self._known: dict[str, dict] = {}
         self._unresolved: list[str] = []
         self._context_verdicts: dict[tuple[str, str, str], bool] = {}
+        self._system_problems: dict[str, str | None] = {}
         for resource in resources:
             self.add_resource(resource)
 
@@ -96,6 +109,8 @@ class Validator:
     def profile_plan(self, profile: str) -> ProfilePlan:
         """The compiled plan of a profile URL (``url`` or ``url|version``); an error if unknown."""
         plan = self.plans.get(profile)
+        if plan is None and profile in self.plans.problems:
+            raise ConfigurationError(f"profile {profile} cannot be used: {self.plans.problems[profile]}")
         if plan is None:
             known = self.packages.versions(profile)
             hint = f" (versions present: {', '.join(known)})" if known else ""
@@ -176,17 +191,18 @@ class Validator:
         meta = resource.get("meta")
         declared = meta.get("profile") if isinstance(meta, dict) else None
         plans = []
-        for url in declared if isinstance(declared, list) else ():
+        for index, url in enumerate(declared if isinstance(declared, list) else ()):
             if not isinstance(url, str):
                 continue
             plan = self.plans.get(url)
             if plan is None:
+                why = self.plans.problems.get(url, "it is not loaded")
                 issues.append(
                     Issue(
                         "warning",
                         "not-supported",
-                        f"{path or rtype}.meta.profile",
-                        f"profile {url} is not loaded, so the resource was not checked against it",
+                        f"{path or rtype}.meta.profile[{index}]",
+                        f"profile {url} was not checked: {why}",
                         "meta-profile",
                     )
                 )
@@ -197,6 +213,18 @@ class Validator:
     def _walk_resource(self, resource: dict, plan: ProfilePlan, path: str, scope: _Scope, depth: int) -> None:
         self._walk_children(resource, plan.root, plan, path, scope, depth, is_resource=True)
         self._check_constraints(resource, plan.root, None, plan.type, path, scope)
+        url = resource.get("url")
+        if isinstance(url, str) and "version" in plan.root.children and not _is_absolute(url):
+            # canonical resources: "url: An absolute URI that is used to identify this ..."
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"{path}.url",
+                    f"the canonical URL must be an absolute URI, not '{url}'",
+                    "canonical-url",
+                )
+            )
 
     def _nested_resource(
         self, item: Any, type_ref: TypeRef, path: str, scope: _Scope, depth: int, contained: bool
@@ -483,6 +511,8 @@ class Validator:
                     self._check_coding_system(coding, f"{path}.coding[{i}]", scope)
         elif code == "Identifier":
             self._check_identifier(item, path, scope)
+        elif code == "Attachment":
+            self._check_attachment(item, path, scope)
         elif code == "Reference":
             self._check_reference(item, type_ref, path, scope, depth)
         self._check_constraints(item, rule, type_ref, _node_type(rule, type_ref), path, scope)
@@ -1028,6 +1058,11 @@ class Validator:
 
     def _check_coding_system(self, coding: dict, path: str, scope: _Scope) -> None:
         system, code = coding.get("system"), coding.get("code")
+        if isinstance(system, str):
+            problem = self._system_problem(system)
+            if problem:
+                scope.issues.append(Issue("error", "invalid", f"{path}.system", problem, "coding-system"))
+                return
         if not isinstance(system, str) or not isinstance(code, str):
             return
         version = coding.get("version")
@@ -1047,10 +1082,70 @@ class Validator:
                 )
             )
 
+    def _check_attachment(self, attachment: dict, path: str, scope: _Scope) -> None:
+        """Attachment.size is the number of bytes of data, Attachment.hash their base64 SHA-1."""
+        data = attachment.get("data")
+        if not isinstance(data, str):
+            return
+        try:
+            content = base64.b64decode("".join(data.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return  # reported by the base64Binary check
+        size = attachment.get("size")
+        if isinstance(size, int) and not isinstance(size, bool) and size != len(content):
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "value",
+                    path,
+                    f"Attachment.size is {size}, but the data holds {len(content)} bytes",
+                    "attachment-size",
+                )
+            )
+        digest = attachment.get("hash")
+        if isinstance(digest, str) and digest != base64.b64encode(hashlib.sha1(content).digest()).decode():
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "value",
+                    path,
+                    "Attachment.hash is not the base64 SHA-1 of the data",
+                    "attachment-hash",
+                )
+            )
+
+    def _system_problem(self, system: str) -> str | None:
+        """Why a Coding.system cannot name a code system (relative, a value set, a supplement)."""
+        if system not in self._system_problems:
+            problem = None
+            entry = self.packages.entry(system)
+            if not _is_absolute(system):
+                problem = f"Coding.system must be an absolute URI, not '{system}'"
+            elif entry is not None and entry.resource_type == "ValueSet":
+                problem = f"{system} is a value set, not a code system"
+            elif (
+                entry is not None
+                and entry.resource_type == "CodeSystem"
+                and self.packages.read(entry).get("content") == "supplement"
+            ):
+                problem = f"{system} is a code system supplement, which cannot be used as a system"
+            self._system_problems[system] = problem
+        return self._system_problems[system]
+
     # -- identifiers and references -----------------------------------------------------------
 
     def _check_identifier(self, identifier: dict, path: str, scope: _Scope) -> None:
         system, value = identifier.get("system"), identifier.get("value")
+        if isinstance(system, str) and not _is_absolute(system):
+            scope.issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"{path}.system",
+                    f"Identifier.system must be an absolute URI, not '{system}'",
+                    "identifier-system",
+                )
+            )
         check = IDENTIFIER_CHECKS.get(system) if isinstance(system, str) else None
         if check is None or not isinstance(value, str):
             return
@@ -1099,36 +1194,47 @@ class Validator:
                     Issue(
                         "error",
                         "not-found",
-                        f"{path}.reference",
+                        path,
                         f"reference {reference} does not point to a contained resource",
                         "reference",
                     )
                 )
                 return
             target_type = target.get("resourceType")
-        elif match := _RELATIVE_REF.match(reference) or _ABSOLUTE_REF.match(reference):
-            target_type = match.group(1)
-            target = self._resolve(reference, scope)
-        elif _URN_REF.match(reference):
+        elif reference.startswith("urn:"):
+            if not _URN_REF.match(reference):
+                scope.issues.append(
+                    Issue(
+                        "error",
+                        "value",
+                        path,
+                        f"'{reference}' is not a valid urn:uuid or urn:oid",
+                        "reference",
+                    )
+                )
+                return
             target = self._resolve(reference, scope)
             if target is None and scope.bundle is not None:
                 scope.issues.append(
                     Issue(
                         "error",
                         "not-found",
-                        f"{path}.reference",
+                        path,
                         f"reference {reference} is not the fullUrl of any entry of the Bundle",
                         "reference",
                     )
                 )
                 return
             target_type = target.get("resourceType") if target else None
+        elif match := _RELATIVE_REF.match(reference) or _ABSOLUTE_REF.match(reference):
+            target = self._resolve(reference, scope)
+            target_type = match.group(1) or (target.get("resourceType") if target else None)
         else:
             scope.issues.append(
                 Issue(
                     "error",
                     "value",
-                    f"{path}.reference",
+                    path,
                     f"'{reference}' is not a valid reference (relative Type/id, absolute URL, #id or urn:uuid:)",
                     "reference",
                 )
@@ -1149,7 +1255,7 @@ class Validator:
                 Issue(
                     "error",
                     "structure",
-                    f"{path}.reference",
+                    path,
                     f"the type '{target_type}' is not a valid target for this reference (must be one of {', '.join(sorted(allowed))})",
                     "reference-target",
                     scope.profile,
@@ -1312,10 +1418,13 @@ class Validator:
                     )
                 )
             elif not ok:
+                severity = self.best_practice if constraint.best_practice else constraint.severity
+                if severity == "ignore":
+                    continue
                 human = f": '{constraint.human}'" if constraint.human else ""
                 scope.issues.append(
                     Issue(
-                        constraint.severity if constraint.severity in ("error", "warning") else "error",
+                        severity if severity in ("error", "warning", "information") else "error",
                         "invariant",
                         path,
                         f"constraint failed: {constraint.key}{human}",
@@ -1351,6 +1460,12 @@ def _label(resource: Any) -> str:
 
 
 _INDEX_OR_TYPE = re.compile(r"\[\d+\]|\.ofType\([^)]*\)")
+
+
+def _is_absolute(uri: str) -> bool:
+    """An absolute URI has a scheme (``http:``, ``urn:``, ``https:`` ...)."""
+    scheme, colon, _ = uri.partition(":")
+    return bool(colon) and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
 
 
 def _host_element_path(path: str, scope: _Scope) -> str:
