@@ -515,7 +515,8 @@ class Validator:
             self._check_attachment(item, path, scope)
         elif code == "Reference":
             self._check_reference(item, type_ref, path, scope, depth)
-        self._check_constraints(item, rule, type_ref, _node_type(rule, type_ref), path, scope)
+        if any(value != [] for value in item.values()):  # only empty arrays: already reported as such
+            self._check_constraints(item, rule, type_ref, _node_type(rule, type_ref), path, scope)
 
     def _is_resource_type(self, code: str) -> bool:
         plan = self.plans.base(code)
