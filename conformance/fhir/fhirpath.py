@@ -40,10 +40,8 @@ too, see ``native_invariants``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from antlr4 import CommonTokenStream, InputStream
@@ -59,6 +57,7 @@ from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from conformance.errors import ConformanceError
+from conformance.fhir.fhirpath_compiled import FhirPathEvaluationError, try_compile
 
 R4_MODEL: dict = _models["r4"]
 _PATH2TYPE: dict[str, str] = R4_MODEL["path2Type"]
@@ -170,28 +169,6 @@ def _has_value(ctx: dict, inputs: list) -> bool:
     return count == 1 and not isinstance(value, dict | list)
 
 
-def _matches(ctx: dict, inputs: list, pattern: Any) -> list:
-    """matches(regex) on the whole string, as the HL7 validator evaluates R4 invariants.
-
-    R4's own regexes (eld-19, eld-20, sdf-0, cnl-0 ...) and be-inv-SSIN's ``\\d{11}`` carry no
-    anchors and only make sense matched in full; a partial match would let them always pass.
-    """
-    if not isinstance(pattern, str):
-        return []
-    regex = _full_regex(pattern)
-    result = []
-    for item in inputs:
-        data = _data(item)
-        if isinstance(data, str):
-            result.append(regex.fullmatch(data) is not None)
-    return result
-
-
-@lru_cache(maxsize=512)
-def _full_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.DOTALL)
-
-
 def _html_checks(ctx: dict, inputs: list) -> bool:
     """htmlChecks(): true; the narrative's XHTML rules are checked by the structure validator."""
     return True
@@ -250,7 +227,6 @@ class FhirPath:
         self._compiled: dict[str, CompiledExpression] = {}
         self._functions: dict[str, dict] = {
             "hasValue": {"fn": _has_value},
-            "matches": {"fn": _matches, "arity": {1: ["String"]}},
             "htmlChecks": {"fn": _html_checks},
             "resolve": {"fn": self._resolve},
             "memberOf": {"fn": self._member_of_fn, "arity": {1: ["String"]}},
@@ -304,13 +280,48 @@ class FhirPath:
         return result
 
 
+class _Hooks:
+    """What the compiled closures need from an evaluation: the context and the engine's callbacks."""
+
+    __slots__ = ("_ctx", "_engine", "node_type", "resource", "root_resource")
+
+    def __init__(self, engine: FhirPath, ctx: EvalContext) -> None:
+        self._engine = engine
+        self._ctx = ctx
+        self.resource = ctx.resource
+        self.root_resource = ctx.root_resource
+        mapped = _type_of(ctx.node_type)  # an element path of a datatype becomes the type name
+        self.node_type = ctx.node_type if mapped in ("BackboneElement", "Element") else mapped
+
+    def resolve(self, reference: str) -> dict | None:
+        """The resolver's answer for a reference, or None."""
+        resolver = self._engine._resolver
+        return resolver(reference, self._ctx) if resolver is not None else None
+
+    def member_of(self, node: object, valueset: str) -> bool | None:
+        """The terminology's answer, or None (cannot tell)."""
+        member_of = self._engine._member_of
+        return member_of(node, valueset) if member_of is not None else None
+
+
 class CompiledExpression:
     """One parsed and checked FHIRPath expression, ready to evaluate many times."""
 
-    __slots__ = ("_ast", "_base_ctx", "_node_vars", "_resets_clock", "_static_vars", "expression")
+    __slots__ = (
+        "_ast",
+        "_base_ctx",
+        "_engine",
+        "_fast",
+        "_node_vars",
+        "_resets_clock",
+        "_static_vars",
+        "expression",
+    )
 
     def __init__(self, engine: FhirPath, expression: str) -> None:
         self.expression = expression
+        self._engine = engine
+        self._fast = try_compile(expression)  # Python closures; None falls back to the interpreter
         try:
             self._ast = _parse(expression)
         except _SyntaxProblem as exc:
@@ -389,6 +400,11 @@ class CompiledExpression:
 
     def evaluate(self, node: object, ctx: EvalContext) -> list:
         """The result collection as plain JSON values (primitive ``_name`` companions left out)."""
+        if self._fast is not None:
+            try:
+                return self._fast(node, _Hooks(self._engine, ctx))
+            except FhirPathEvaluationError as exc:
+                raise FhirPathError(f"error evaluating '{self.expression}': {exc}") from exc
         result = []
         for item in self._run(node, ctx):
             if _is_companion(item):

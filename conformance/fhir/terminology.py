@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -784,18 +784,32 @@ class Terminology:
         self, valueset: str, system: str | None, code: str, display: str | None = None
     ) -> CodeCheck:
         """Is ``system#code`` (or a plain ``code`` when system is None) in the value set?"""
-        key = (valueset, system, code, display)
-        cached = self._results.get(key)
+        return self._answer(
+            self._results,
+            (valueset, system, code, display),
+            lambda: self._validate_local(valueset, system, code, display),
+            lambda local: self._tx_validate_code(valueset, system, code, display, local),
+        )
+
+    def _answer(
+        self,
+        cache: dict,
+        key: tuple,
+        local: Callable[[], CodeCheck],
+        remote: Callable[[CodeCheck], tuple[CodeCheck, bool]],
+    ) -> CodeCheck:
+        """A cached answer: the local one, or the terminology server's when the local one is unknown."""
+        cached = cache.get(key)
         if cached is not None:
             return cached
-        result = self._validate_local(valueset, system, code, display)
+        result = local()
         cacheable = True
         if result.status == "unknown" and self.tx_server:
-            result, cacheable = self._tx_validate_code(valueset, system, code, display, result)
+            result, cacheable = remote(result)
         if cacheable:
-            if len(self._results) >= _RESULT_CACHE_LIMIT:
-                self._results.clear()
-            self._results[key] = result
+            if len(cache) >= _RESULT_CACHE_LIMIT:
+                cache.clear()
+            cache[key] = result
         return result
 
     def _validate_local(self, valueset: str, system: str | None, code: str, display: str | None) -> CodeCheck:
@@ -863,19 +877,12 @@ class Terminology:
         self, system: str, code: str, display: str | None = None, version: str | None = None
     ) -> CodeCheck:
         """Is ``code`` defined by the code system itself (whatever value set)?"""
-        key = (system, code, display, version)
-        cached = self._cs_results.get(key)
-        if cached is not None:
-            return cached
-        result = self._validate_in_system_local(system, code, display, version)
-        cacheable = True
-        if result.status == "unknown" and self.tx_server:
-            result, cacheable = self._tx_validate_in_system(system, code, display, version, result)
-        if cacheable:
-            if len(self._cs_results) >= _RESULT_CACHE_LIMIT:
-                self._cs_results.clear()
-            self._cs_results[key] = result
-        return result
+        return self._answer(
+            self._cs_results,
+            (system, code, display, version),
+            lambda: self._validate_in_system_local(system, code, display, version),
+            lambda local: self._tx_validate_in_system(system, code, display, version, local),
+        )
 
     def _validate_in_system_local(
         self, system: str, code: str, display: str | None, version: str | None
