@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["FORM_CONTENT_TYPE", "HttpRequest", "HttpResponse", "form", "json_response"]
+__all__ = ["FORM_CONTENT_TYPE", "DropConnection", "HttpRequest", "HttpResponse", "form", "json_response"]
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -30,11 +30,29 @@ class HttpRequest:
 
 @dataclass
 class HttpResponse:
-    """One HTTP response produced by the simulator core."""
+    """One HTTP response produced by the simulator core.
+
+    ``annotations`` never go on the wire: they tell the traffic recorder what the core knows about
+    the exchange (operation, resource type and id, authenticated subject, validation issues, fault).
+    """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    annotations: dict[str, Any] = field(default_factory=dict)
+
+
+class DropConnection(Exception):  # noqa: N818 - it is an instruction to the server, not an error
+    """Raised by the core to make the server close the connection without answering.
+
+    Used for the "reset the connection" fault and for "commit, then drop the connection before
+    answering". ``annotations`` are recorded with the exchange, as for a response.
+    """
+
+    def __init__(self, reason: str, annotations: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.annotations = annotations or {}
 
 
 def json_response(status: int, obj: Any, headers: dict[str, str] | None = None) -> HttpResponse:
