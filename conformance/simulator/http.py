@@ -42,7 +42,7 @@ class HttpResponse:
     annotations: dict[str, Any] = field(default_factory=dict)
 
 
-class DropConnection(Exception):  # noqa: N818 - it is an instruction to the server, not an error
+class DropConnection(Exception):
     """Raised by the core to make the server close the connection without answering.
 
     Used for the "reset the connection" fault and for "commit, then drop the connection before
