@@ -4,6 +4,7 @@
     python benchmarks/bench_validator.py cold                         # wall time of `validate one-file.json`
     python benchmarks/bench_validator.py memory [--count 100000]      # peak RSS while streaming NDJSON
     python benchmarks/bench_validator.py jobs [--count 10000] [--jobs 2]
+    python benchmarks/bench_validator.py big                          # `validate` on 50 MB: NDJSON and one Bundle
 
 The corpus is made from the 35 Immunization examples of hl7.fhir.be.vaccination 1.1.2: each copy
 gets its own id, business identifier, patient SSIN (valid check digits), dates and lot number, so no
@@ -149,9 +150,40 @@ def jobs(packages: PackageSet, count: int, cache: Path, workers: int) -> None:
     )
 
 
+def big(packages: PackageSet) -> None:
+    """`validate` on a 50 MB NDJSON file and a 50 MB Bundle: time, exit code, no traceback."""
+    resources = corpus(packages, 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        ndjson, bundle = Path(tmp) / "big.ndjson", Path(tmp) / "big-bundle.json"
+        entries = []
+        with ndjson.open("wb") as out:
+            while out.tell() < 50 * 1024 * 1024:
+                item = resources[len(entries) % len(resources)]
+                out.write(orjson.dumps(item) + b"\n")
+                entries.append(
+                    {"fullUrl": f"urn:uuid:00000000-0000-4000-8000-{len(entries):012d}", "resource": item}
+                )
+        bundle.write_bytes(orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+        for path in (ndjson, bundle):
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "conformance.cli", "validate", "--format", "ndjson", str(path)],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            seconds = time.perf_counter() - start
+            size = path.stat().st_size / 1024 / 1024
+            trace = "Traceback" in done.stderr.decode()
+            print(
+                f"{path.name}: {size:.0f} MB, {len(entries)} resources, exit {done.returncode}, "
+                f"{seconds:.1f} s, traceback: {trace}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["throughput", "cold", "memory", "jobs"])
+    parser.add_argument("mode", choices=["throughput", "cold", "memory", "jobs", "big"])
     parser.add_argument("--count", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--package-cache", default=None)
@@ -162,6 +194,8 @@ def main() -> None:
         throughput(packages, args.count or 10_000)
     elif args.mode == "cold":
         cold(packages)
+    elif args.mode == "big":
+        big(packages)
     elif args.mode == "memory":
         memory(packages, args.count or 100_000, cache.root)
     else:

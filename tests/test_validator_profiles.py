@@ -1045,7 +1045,7 @@ REFERENCES = [
         bundle((UUID_A, patient()), (UUID_B, observation(subject={"reference": UUID_A}))),
         None,
         at("entry.1.resource.subject", reference=UUID_C),
-        ("error", "Bundle.entry[1].resource.subject", "reference"),
+        ("error", "Bundle.entry[1].resource.subject", "bundle-reference"),
     ),
     Check(
         "malformed urn:uuid",

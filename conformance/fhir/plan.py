@@ -15,6 +15,7 @@ from typing import Any
 
 from conformance.errors import ConfigurationError
 from conformance.fhir.definitions import PackageSet
+from conformance.fhir.snapshot import ensure_snapshot
 
 CORE = "http://hl7.org/fhir/StructureDefinition/"
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
@@ -293,14 +294,16 @@ def _index_json_names(rule: ElementRule) -> None:
 class PlanCache:
     """Compiled plans by canonical URL, built on first use from a PackageSet.
 
-    A definition that cannot be compiled (no snapshot) is remembered in ``problems`` and looked up
-    as None, so one broken profile makes a finding, never a crash in the middle of a walk.
+    A profile without a snapshot gets one generated from its differential (``snapshot.py``). A
+    definition that cannot be compiled is remembered in ``problems`` and looked up as None, so one
+    broken profile makes a finding, never a crash in the middle of a walk.
     """
 
     def __init__(self, packages: PackageSet) -> None:
         self.packages = packages
         self._plans: dict[str, ProfilePlan | None] = {}
         self.problems: dict[str, str] = {}
+        self.snapshot_problems: dict[str, list[str]] = {}  # a generated snapshot's findings, by URL
 
     def get(self, canonical: str) -> ProfilePlan | None:
         """The plan of the StructureDefinition ``url`` or ``url|version``, or None if unusable."""
@@ -310,7 +313,10 @@ class PlanCache:
         plan = None
         if sd is not None and sd.get("resourceType") == "StructureDefinition":
             try:
-                plan = compile_structure_definition(sd)
+                found: list[str] = []
+                plan = compile_structure_definition(ensure_snapshot(sd, self.packages.resolve, found))
+                if found:
+                    self.snapshot_problems[plan.url] = found
             except ConfigurationError as exc:
                 self.problems[canonical] = exc.message
         self._plans[canonical] = plan

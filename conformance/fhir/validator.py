@@ -22,6 +22,7 @@ import orjson
 
 from conformance.belgium.identifiers import IDENTIFIER_CHECKS
 from conformance.errors import ConfigurationError
+from conformance.fhir.bundles import BundleIndex, bundle_issues, duplicate_id_issues
 from conformance.fhir.definitions import PackageSet
 from conformance.fhir.fhirpath import EvalContext, FhirPath, FhirPathError
 from conformance.fhir.inputs import parse_error_issue
@@ -93,6 +94,7 @@ class Validator:
         self._unresolved: list[str] = []
         self._context_verdicts: dict[tuple[str, str, str], bool] = {}
         self._system_problems: dict[str, str | None] = {}
+        self._bundle_indexes: dict[int, BundleIndex] = {}
         for resource in resources:
             self.add_resource(resource)
 
@@ -142,6 +144,10 @@ class Validator:
         if base is None:
             outcome.issues = issues
             return outcome
+        self._bundle_indexes.clear()
+        issues.extend(duplicate_id_issues(resource, rtype))
+        if rtype == "Bundle":
+            issues.extend(bundle_issues(resource, rtype))
         plans = [explicit] if explicit else self._declared_profiles(resource, rtype, "", issues) or [base]
         for plan in plans:
             if plan.type != rtype:
@@ -156,6 +162,12 @@ class Validator:
                     )
                 )
                 continue
+            issues.extend(
+                Issue(
+                    "error", "processing", rtype, f"profile {plan.label}: {problem}", "snapshot", plan.label
+                )
+                for problem in self.plans.snapshot_problems.get(plan.url, ())
+            )
             scope = _Scope(resource, resource, plan.label, issues, base_path=rtype)
             if rtype == "Bundle":
                 scope.bundle = resource
@@ -241,6 +253,9 @@ class Validator:
         base = self._resource_base(rtype, path, scope.issues)
         if base is None:
             return
+        scope.issues.extend(duplicate_id_issues(item, path))
+        if rtype == "Bundle":
+            scope.issues.extend(bundle_issues(item, path))
         if type_ref.code not in ("Resource", "DomainResource", rtype):
             scope.issues.append(
                 Issue("error", "structure", path, f"a {type_ref.code} is expected here, not {rtype}")
@@ -251,7 +266,7 @@ class Validator:
         for plan in plans:
             root = scope.root if contained else item
             inner = _Scope(item, root, plan.label, scope.issues, scope.bundle, scope.visiting, path)
-            if rtype == "Bundle" and scope.bundle is None:
+            if rtype == "Bundle":  # references inside a Bundle resolve against the innermost one
                 inner.bundle = item
             self._walk_resource(item, plan, path, inner, depth + 1)
 
@@ -1216,16 +1231,7 @@ class Validator:
                 return
             target = self._resolve(reference, scope)
             if target is None and scope.bundle is not None:
-                scope.issues.append(
-                    Issue(
-                        "error",
-                        "not-found",
-                        path,
-                        f"reference {reference} is not the fullUrl of any entry of the Bundle",
-                        "reference",
-                    )
-                )
-                return
+                return  # bundle_issues reports references that are not in the Bundle
             target_type = target.get("resourceType") if target else None
         elif match := _RELATIVE_REF.match(reference) or _ABSOLUTE_REF.match(reference):
             target = self._resolve(reference, scope)
@@ -1310,17 +1316,18 @@ class Validator:
                     if isinstance(contained, dict) and contained.get("id") == wanted:
                         return contained
             return None
-        for entry in (scope.bundle or {}).get("entry") or ():
-            if not isinstance(entry, dict):
-                continue
-            resource = entry.get("resource")
-            if not isinstance(resource, dict):
-                continue
-            if entry.get("fullUrl") == reference:
-                return resource
-            if f"{resource.get('resourceType')}/{resource.get('id')}" == reference:
-                return resource
+        if scope.bundle is not None:
+            index = self._bundle_index(scope.bundle)
+            matches = index.resolve(reference, index.full_url_of(scope.root))
+            if matches:
+                return matches[0] if len(matches) == 1 else None  # ambiguous: bundle_issues reports it
         return self._known.get(reference.split("/_history/", 1)[0])
+
+    def _bundle_index(self, bundle: dict) -> BundleIndex:
+        index = self._bundle_indexes.get(id(bundle))
+        if index is None or index.bundle is not bundle:
+            index = self._bundle_indexes[id(bundle)] = BundleIndex(bundle)
+        return index
 
     def _resolve_for_fhirpath(self, reference: str, ctx: EvalContext) -> dict | None:
         scope = _Scope(ctx.resource, ctx.root_resource, "", [])
