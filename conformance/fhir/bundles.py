@@ -320,7 +320,7 @@ def _full_url_issues(index: BundleIndex, btype: str, path: str, issues: list[Iss
                 Issue(
                     "error",
                     "invalid",
-                    f"{where}.fullUrl",
+                    where,
                     f"the fullUrl '{full_url}' must be an absolute URI (a URL, urn:uuid: or urn:oid:)",
                     "bundle-fullurl",
                 )
@@ -337,7 +337,7 @@ def _full_url_issues(index: BundleIndex, btype: str, path: str, issues: list[Iss
                 Issue(
                     "error",
                     "invalid",
-                    f"{where}.fullUrl",
+                    where,
                     f"the fullUrl '{full_url}' looks like a RESTful server URL, but the resource has no id",
                     "bundle-fullurl",
                 )
@@ -347,7 +347,7 @@ def _full_url_issues(index: BundleIndex, btype: str, path: str, issues: list[Iss
                 Issue(
                     "error",
                     "invalid",
-                    f"{where}.fullUrl",
+                    where,
                     f"the fullUrl '{full_url}' looks like a RESTful server URL, so it must end with "
                     f"the resource's type and id (/{rtype}/{rid})",
                     "bundle-fullurl",
