@@ -189,6 +189,8 @@ CASES: list[tuple[str, Mutation, str, str, str | None]] = [
         "Immunization.vaccineCode",
         "unknown-element",
     ),
+    ("null array", lambda r: r.update(identifier=None), "error", "Immunization.identifier", "json-null"),
+    ("null companion", lambda r: r.update(_recorded=None), "error", "Immunization.recorded", "json-null"),
     (
         "null value",
         lambda r: r.update(primarySource=None),

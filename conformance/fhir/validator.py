@@ -333,6 +333,12 @@ class Validator:
                     continue
                 if entry[1].is_primitive:
                     underscore = obj.get("_" + key)
+                    if underscore is None and "_" + key in obj:
+                        scope.issues.append(
+                            Issue(
+                                "error", "structure", f"{path}.{key}", "null is not allowed here", "json-null"
+                            )
+                        )
             child = entry[0]
             slot = found.get(id(child))
             if slot is None:
@@ -371,6 +377,11 @@ class Validator:
             if child.choice:
                 base_path += f".ofType({type_ref.code})"
             if child.array:
+                if value is None and underscore is None:
+                    issues.append(
+                        Issue("error", "structure", base_path, "null is not allowed here", "json-null")
+                    )
+                    continue
                 if value is not None and not isinstance(value, list):
                     issues.append(
                         Issue("error", "structure", base_path, f"'{key}' must be a JSON array", "json-array")
