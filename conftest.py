@@ -64,3 +64,48 @@ def package_cache(fhir_package_source: Path, tmp_path_factory: pytest.TempPathFa
 def package_set(package_cache: PackageCache) -> PackageSet:
     """BeVaccination 1.1.2 and its dependencies, loaded."""
     return PackageSet.load(package_cache)
+
+
+# --- the simulator -------------------------------------------------------------------------------
+# Imported inside the fixtures, so tests that do not use the simulator never import it.
+
+
+@pytest.fixture(scope="session")
+def simulator_validator(package_set: PackageSet):  # -> conformance.fhir.validator.Validator
+    """One BeVaccination validator shared by every simulator of the session (profiles compile once)."""
+    from conformance.fhir.terminology import Terminology
+    from conformance.fhir.validator import Validator
+
+    return Validator(package_set, terminology=Terminology(package_set))
+
+
+@pytest.fixture(scope="session")
+def simulator_keys():  # -> conformance.simulator.app.SimulatorKeys
+    """IAM realm keys and organisation certificates shared by every simulator of the session."""
+    from conformance.simulator.app import SimulatorKeys
+    from conformance.simulator.testdata import TestData
+
+    return SimulatorKeys.generate(TestData.load())
+
+
+@pytest.fixture
+def simulator_server(simulator_validator, simulator_keys):  # -> conformance.simulator.server.SimulatorServer
+    """A running simulator server on an ephemeral 127.0.0.1 port with an empty in-memory register."""
+    from conformance.simulator.app import Simulator
+    from conformance.simulator.server import SimulatorServer
+
+    simulator = Simulator(simulator_validator, keys=simulator_keys)
+    try:
+        with SimulatorServer(simulator, host="127.0.0.1", port=0) as server:
+            yield server
+    finally:
+        simulator.close()
+
+
+@pytest.fixture
+def simulator(simulator_server):  # -> conformance.simulator.app.Simulator
+    """The running simulator (``base_url``, ``fhir_base_url``, ``faults``, ``traffic``, ``iam``, ``admin_token``).
+
+    Fresh for each test: empty register, no traffic, no pending faults.
+    """
+    return simulator_server.simulator

@@ -209,6 +209,64 @@ def validate(
         raise click.exceptions.Exit(EXIT_FAILURES)
 
 
+# -- serve ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free one)."
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file keeping the register across restarts (default: in memory, empty at each start).",
+)
+@click.option(
+    "--admin-token",
+    help="Bearer token of the admin API (/admin); default: a random one, printed at start. "
+    f"Prefer the environment ({ENV_PREFIX}_SERVE_ADMIN_TOKEN) to the command line.",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, db: Path | None, admin_token: str | None) -> None:
+    """Serve the Vaccicard simulator (FHIR API, IAM Connect, admin API) until Ctrl-C.
+
+    Binds 127.0.0.1 unless --host names another address on the command line. Prints the FHIR base
+    URL, the IAM Connect endpoints, the admin token and the test professionals to log in as.
+    Exit 0 on Ctrl-C or SIGTERM, 2 when the port is in use or the packages are missing.
+    """
+    # imported here: the simulator's dependencies (JOSE, SQLite ...) are not needed by other commands
+    from conformance.fhir.definitions import PackageSet
+    from conformance.simulator.app import Simulator
+    from conformance.simulator.config import SimulatorConfig
+    from conformance.simulator.server import SimulatorServer, is_loopback, run_until_signal
+
+    if not is_loopback(host):
+        if ctx.get_parameter_source("host") is not click.core.ParameterSource.COMMANDLINE:
+            raise ConfigurationError(
+                f"refusing to listen on {host} from configuration: give --host {host} on the command line"
+            )
+        click.echo(
+            f"warning: listening on {host}: anyone who can reach this machine can use the simulator "
+            "and read its traffic with the admin token",
+            err=True,
+        )
+    app: AppContext = ctx.obj
+    table = (ctx.find_root().default_map or {}).get("simulator")  # [simulator] of vaccicard.toml
+    config = SimulatorConfig.from_toml(table) if isinstance(table, dict) else SimulatorConfig()
+    packages = PackageSet.load(app.cache)
+    simulator = Simulator(packages, config=config, db_path=db, admin_token=admin_token)
+    try:
+        server = SimulatorServer(simulator, host=host, port=port)
+        for line in simulator.banner(show_admin_token=admin_token is None):
+            click.echo(line)
+        click.echo("Press Ctrl-C to stop.")
+        run_until_signal(server)
+        click.echo("simulator stopped")
+    finally:
+        simulator.close()
+
+
 # -- commands that later versions provide -------------------------------------------------------
 
 
@@ -226,7 +284,6 @@ def _not_yet(name: str, what: str) -> click.Command:
 
 for _name, _what in (
     ("run", "Run the evaluation-session scenarios against the vendor software"),
-    ("serve", "Serve the Vaccicard simulator on 127.0.0.1"),
     ("proxy", "Record the traffic between the vendor software and the acceptance API"),
     ("report", "Render a report directory's report.json as HTML, Markdown or JUnit"),
     ("verify-report", "Check a report directory against its integrity manifest"),

@@ -46,7 +46,7 @@ Key = tuple[str, str]
 
 UCUM = "http://unitsofmeasure.org"
 _EXTERNAL_HINT = "external terminologies such as SNOMED CT, LOINC and UCUM are not available offline"
-_RESULT_CACHE_LIMIT = 200_000
+_RESULT_CACHE_LIMIT = 20_000  # verdicts kept; a register seeing many distinct codes stays bounded
 _TX_RETRY_SECONDS = 30.0
 
 
