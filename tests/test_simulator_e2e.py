@@ -355,3 +355,28 @@ def test_serve_refuses_a_public_host_from_the_environment(package_cache: Any) ->
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "--host 0.0.0.0" in stderr
+
+
+def test_committed_but_answer_lost_over_a_real_socket(simulator: Simulator) -> None:
+    """The case that loses or duplicates data: the create commits, the connection dies unanswered.
+
+    A client that retries with conditional create ends with exactly one record; a blind retry gets 409.
+    """
+    from conformance.simulator.faults import Fault
+
+    headers = {**FHIR_JSON, "Authorization": f"Bearer {login(simulator.base_url)}"}
+    url = simulator.fhir_base_url + "/Immunization"
+    simulator.faults.add(Fault.commit_then_drop(), "create")
+    with pytest.raises(httpx.TransportError):
+        httpx.post(url, json=immunization("lost-answer-1"), headers=headers)
+    assert httpx.post(url, json=immunization("lost-answer-1"), headers=headers).status_code == 409
+    retry = httpx.post(
+        url,
+        json=immunization("lost-answer-1"),
+        headers={**headers, "If-None-Exist": f"identifier={VENDOR_IDS}|lost-answer-1"},
+    )
+    assert retry.status_code == 200  # the existing record, not a second one
+    found = httpx.get(url, params={"identifier": f"{VENDOR_IDS}|lost-answer-1"}, headers=headers).json()
+    assert len(found["entry"]) == 1
+    dropped = [e for e in simulator.traffic.exchanges(operation="create") if e.error]
+    assert len(dropped) == 1
