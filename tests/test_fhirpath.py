@@ -16,8 +16,9 @@ from conformance.fhir.fhirpath import (
     EvalContext,
     FhirPath,
     FhirPathError,
-    local_resolver,
 )
+from conformance.fhir.fhirpath_compiled import Node
+from tests.resolvers import local_resolver
 
 BE_VACCINATION = "https://www.ehealth.fgov.be/standards/fhir/vaccination/StructureDefinition/be-vaccination"
 PRODUCT = (
@@ -245,7 +246,7 @@ def test_has_value_on_nodes_passed_directly() -> None:
     assert has_value.is_true("1990-01-01", at(patient, "date"))
     assert has_value.is_true(True, at(patient, "boolean"))
     assert not has_value.is_true({"extension": EXT}, at(patient, "date"))  # the '_birthDate' object alone
-    assert has_value.is_true(["1990-01-01", {"extension": EXT}], at(patient, "date"))
+    assert has_value.is_true(Node("1990-01-01", {"extension": EXT}, "date"), at(patient, "date"))
     assert not has_value.is_true({"text": "x"}, at(patient, "CodeableConcept"))
     assert not has_value.is_true(patient, at(patient))
     assert not fp.compile("name.given.hasValue()").is_true(

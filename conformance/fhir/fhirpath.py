@@ -415,61 +415,9 @@ class CompiledExpression:
         return result
 
     def is_true(self, node: object, ctx: EvalContext) -> bool:
-        """Invariant verdict, as the HL7 Java engine's convertToBoolean: empty is false, a single
-        boolean is itself, any other non-empty result is true."""
-        result = self._run(node, ctx)
-        if not result:
-            return False
-        if len(result) == 1:
-            value = _data(result[0])
-            if value is True or value is False:
-                return value
-        return True
-
-
-def local_resolver(reference: str, ctx: EvalContext) -> dict | None:
-    """A resolver for the references a resource can settle by itself: ``#id`` (contained), ``#``
-    (the container) and, inside a Bundle, ``fullUrl`` or ``Type/id`` of an entry."""
-    if reference.startswith("#"):
-        container = _container_of(ctx)
-        if reference == "#":
-            return container
-        wanted = reference[1:]
-        for candidate in container.get("contained") or ():
-            if isinstance(candidate, dict) and candidate.get("id") == wanted:
-                return candidate
-        return None
-    root = ctx.root_resource
-    if root.get("resourceType") != "Bundle":
-        return None
-    relative = reference.split("/_history/")[0]
-    for entry in root.get("entry") or ():
-        if not isinstance(entry, dict):
-            continue
-        resource = entry.get("resource")
-        if not isinstance(resource, dict):
-            continue
-        if (
-            entry.get("fullUrl") == reference
-            or f"{resource.get('resourceType')}/{resource.get('id')}" == relative
-        ):
-            return resource
-    return None
-
-
-def _container_of(ctx: EvalContext) -> dict:
-    """The resource whose ``contained`` holds ``ctx.resource``, or ``ctx.resource`` itself."""
-    resource = ctx.resource
-    candidates = [ctx.root_resource]
-    if ctx.root_resource.get("resourceType") == "Bundle":
-        candidates.extend(
-            e["resource"]
-            for e in ctx.root_resource.get("entry") or ()
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-        )
-    for candidate in candidates:
-        if candidate is resource:
-            continue
-        if any(c is resource for c in candidate.get("contained") or ()):
-            return candidate
-    return resource
+        """The result as a boolean, as the HL7 Java engine's convertToBoolean: empty is false, a
+        single boolean is itself, any other non-empty result is true."""
+        result = self.evaluate(node, ctx)
+        if len(result) == 1 and isinstance(result[0], bool):
+            return result[0]
+        return bool(result)
