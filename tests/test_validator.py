@@ -773,3 +773,16 @@ def test_canonical_url_must_be_absolute(validator: Validator) -> None:
     assert ("error", "ValueSet.url", "canonical-url") in errors_of(
         validator.validate({**value_set, "url": "vs1"})
     )
+
+
+def test_every_issue_names_its_profile(validator: Validator) -> None:
+    resource = valid_immunization()
+    resource["colour"] = "blue"
+    resource["contained"][0]["colour"] = "red"
+    issues = validator.validate(resource).issues
+    assert issues and all(i.profile for i in issues)
+    by_location = {i.expression: i.profile for i in issues if i.rule == "unknown-element"}
+    assert by_location["Immunization"] == BE_VACCINATION + "|1.1.2"
+    assert (
+        by_location["Immunization.contained[0]"] == "http://hl7.org/fhir/StructureDefinition/Encounter|4.0.1"
+    )

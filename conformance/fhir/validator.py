@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -223,6 +223,16 @@ class Validator:
         return plans
 
     def _walk_resource(self, resource: dict, plan: ProfilePlan, path: str, scope: _Scope, depth: int) -> None:
+        start = len(scope.issues)
+        self._walk_resource_content(resource, plan, path, scope, depth)
+        issues = scope.issues
+        for index in range(start, len(issues)):  # every finding names the profile it was checked against
+            if issues[index].profile is None:
+                issues[index] = replace(issues[index], profile=plan.label)
+
+    def _walk_resource_content(
+        self, resource: dict, plan: ProfilePlan, path: str, scope: _Scope, depth: int
+    ) -> None:
         self._walk_children(resource, plan.root, plan, path, scope, depth, is_resource=True)
         self._check_constraints(resource, plan.root, None, plan.type, path, scope)
         url = resource.get("url")
