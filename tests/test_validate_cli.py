@@ -114,7 +114,8 @@ def test_explicit_profile_and_profile_file(run, tmp_path: Path, package_cache: P
     assert run("--profile", str(profile_file), str(path))[0] == 1
 
 
-def test_ig_with_a_single_profile_file(run, tmp_path: Path, package_cache: PackageCache) -> None:
+def named_patient_profile(package_cache: PackageCache) -> dict:
+    """A Patient profile that makes name required (a snapshot copied from R4 core)."""
     base = json.loads(
         (
             package_cache.root / "hl7.fhir.r4.core#4.0.1" / "package" / "StructureDefinition-Patient.json"
@@ -124,11 +125,47 @@ def test_ig_with_a_single_profile_file(run, tmp_path: Path, package_cache: Packa
     base["derivation"] = "constraint"
     base["baseDefinition"] = "http://hl7.org/fhir/StructureDefinition/Patient"
     next(e for e in base["snapshot"]["element"] if e["id"] == "Patient.name")["min"] = 1
+    return base
+
+
+def test_ig_with_a_single_profile_file(run, tmp_path: Path, package_cache: PackageCache) -> None:
+    base = named_patient_profile(package_cache)
     profile = write(tmp_path / "profile.json", base)
     patient = write(tmp_path / "p.json", {"resourceType": "Patient", "meta": {"profile": [base["url"]]}})
     assert run(str(patient))[0] == 0  # profile unknown: a warning only
     code, out, _ = run("--ig", str(profile), str(patient))
     assert code == 1 and "Patient.name: minimum required = 1, but only found 0" in out
+
+
+def test_ig_as_a_tgz_and_as_a_package_folder(
+    capsys, tmp_path: Path, package_cache: PackageCache, fhir_package_source: Path
+) -> None:
+    import tarfile
+
+    from conformance.fhir.packages import FolderSource, PackageRef, install
+
+    own_cache = PackageCache(tmp_path / "cache")  # the .tgz gets installed: keep the shared cache clean
+    install(own_cache, [PackageRef("hl7.fhir.be.vaccination", "1.1.2")], [FolderSource(fhir_package_source)])
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["--package-cache", str(own_cache.root), "validate", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    base = named_patient_profile(package_cache)
+    folder = tmp_path / "example.profiles" / "package"
+    folder.mkdir(parents=True)
+    write(folder / "StructureDefinition-named-patient.json", base)
+    manifest = {"name": "example.profiles", "version": "1.0.0", "dependencies": {"hl7.fhir.r4.core": "4.0.1"}}
+    write(folder / "package.json", manifest)
+    archive = tmp_path / "example.profiles#1.0.0.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="package")
+    patient = write(tmp_path / "p.json", {"resourceType": "Patient", "meta": {"profile": [base["url"]]}})
+    for ig in (archive, folder.parent):
+        code, out, _ = run("--ig", str(ig), str(patient))
+        assert code == 1 and "Patient.name: minimum required = 1, but only found 0" in out, ig
+    assert (own_cache.root / "example.profiles#1.0.0" / "package" / "package.json").is_file()  # installed
 
 
 @pytest.mark.parametrize(
