@@ -1,0 +1,23 @@
+"""Adapters: how the harness makes the vendor software act.
+
+A scenario states an intent (``conformance.adapters.intents``: record a vaccination, read a history,
+correct or cancel a record, record a refusal); an adapter (``perform(intent) -> AdapterResult``) makes
+the software under test carry it out and reports what the software showed. ``reference`` is a correct
+built-in client of the Vaccicard API (``conformance.adapters.reference.ReferenceAdapter``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from conformance.adapters.intents import AdapterResult, Intent
+
+__all__ = ["Adapter"]
+
+
+class Adapter(Protocol):
+    """Makes the software under test carry out one intent and reports what it showed."""
+
+    def perform(self, intent: Intent) -> AdapterResult:
+        """Carry out ``intent``; never raises for a register refusal (that is a ``rejected`` result)."""
+        ...
