@@ -2,8 +2,12 @@
 
 A scenario states an intent (``conformance.adapters.intents``: record a vaccination, read a history,
 correct or cancel a record, record a refusal); an adapter (``perform(intent) -> AdapterResult``) makes
-the software under test carry it out and reports what the software showed. ``reference`` is a correct
-built-in client of the Vaccicard API (``conformance.adapters.reference.ReferenceAdapter``).
+the software under test carry it out and reports what the software showed. Kinds: ``reference``, a
+correct built-in client of the Vaccicard API (``reference.ReferenceAdapter``); ``faulty:<defect>``, the
+reference client with one deliberate defect, which proves each check can fail (``faulty``); ``http``,
+the intent POSTed to the vendor's hook (``http_hook``); ``command``, the vendor's command with the
+intent on stdin (``command``). ``examples/vendor-hook/`` shows a vendor the ``http`` and ``command``
+contracts.
 """
 
 from __future__ import annotations

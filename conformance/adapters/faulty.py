@@ -1,0 +1,271 @@
+"""Faulty adapters: the reference client with exactly one deliberate defect each.
+
+``FaultyAdapter(defect, fhir_base_url, iam_base_url, professional=...)`` behaves like
+``ReferenceAdapter`` except for the one thing its ``defect`` names. The suite runs every check against
+these to prove each check can fail: a check that passes with a faulty adapter is a defect of ours.
+``DEFECTS`` maps each defect name to a one-line description (listed by ``run --help`` as
+``faulty:<name>``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from conformance.adapters.intents import (
+    AdapterResult,
+    CancelVaccination,
+    Identifier,
+    Intent,
+    ReadHistory,
+    RecordNotDone,
+    RecordVaccination,
+)
+from conformance.adapters.reference import (
+    ADMINISTERED_PRODUCT,
+    RECORDER,
+    RETRY_STATUSES,
+    SSIN_SYSTEM,
+    ReferenceAdapter,
+    _displayed,
+    _raise_for_refusal,
+    _recorder,
+    _Unavailable,
+)
+from conformance.errors import ConfigurationError
+
+__all__ = ["DEFECTS", "OTHER_PROFESSIONAL_NIHDI", "WRONG_SSIN_SYSTEM", "FaultyAdapter"]
+
+DEFECTS: Mapping[str, str] = MappingProxyType(
+    {
+        "lot-in-lotNumber": "puts the lot number in Immunization.lotNumber, not the administered-product extension",
+        "no-recorder": "sends no recorder extension",
+        "recorder-other-professional": "names another professional (not the logged-in one) as recorder",
+        "wrong-patient-identifier": "identifies the patient by SSIN in a wrong naming system",
+        "no-business-identifier": "records without a business identifier (and so without conditional create)",
+        "duplicate-on-retry": "retries a create without conditional create, under a new key: a lost answer makes two records",
+        "no-retry": "gives up at the first 503/lost answer and reports success (the record is dropped)",
+        "ignores-operation-outcome": "reports success when the register refuses with a 4xx OperationOutcome",
+        "delete-to-cancel": "cancels a record with DELETE instead of an entered-in-error update",
+        "stale-if-match": "corrects with PUT without If-Match (no check of the version it read)",
+        "new-identifier-on-correction": "corrects by creating a second record with a new identifier",
+        "cancelled-shown-as-valid": "shows entered-in-error records as completed in the history",
+        "first-page-only": "shows only the first page of the history (ignores next links)",
+        "status-reason-unbound": "records not-done with a local reason code outside the bound value set",
+        "lot-expiry-lost": "drops the lot's expiry date from the administered product",
+    }
+)
+
+OTHER_PROFESSIONAL_NIHDI = "40020121401"
+"""The recorder named by ``recorder-other-professional`` (a nurse of the simulator's test data)."""
+WRONG_SSIN_SYSTEM = "https://www.ehealth.fgov.be/standards/fhir/NamingSystem/ssin"
+"""The naming system ``wrong-patient-identifier`` uses (an outdated path: not core's ssin)."""
+LOCAL_REASONS = "https://vendor.example.org/CodeSystem/not-done-reasons"
+
+
+class FaultyAdapter(ReferenceAdapter):
+    """``ReferenceAdapter`` with one deliberate defect (a key of ``DEFECTS``)."""
+
+    def __init__(self, defect: str, fhir_base_url: str, iam_base_url: str, **options: Any) -> None:
+        """``options`` are ``ReferenceAdapter``'s; an unknown ``defect`` raises ``ConfigurationError``."""
+        if defect not in DEFECTS:
+            raise ConfigurationError(
+                f"unknown defect {defect!r}; known defects: {', '.join(sorted(DEFECTS))}"
+            )
+        super().__init__(fhir_base_url, iam_base_url, **options)
+        self.defect = defect
+        if defect == "no-retry":
+            self.max_attempts = 1
+
+    # --- the Adapter protocol ---------------------------------------------------------------------
+
+    def perform(self, intent: Intent) -> AdapterResult:
+        result = super().perform(intent)
+        refused = result.outcome == "rejected" and (result.message or "").startswith("The register refused")
+        if self.defect == "ignores-operation-outcome" and refused:
+            return AdapterResult(outcome="succeeded", message="Done")
+        gave_up = result.outcome == "failed" and isinstance(intent, RecordVaccination | RecordNotDone)
+        if self.defect == "no-retry" and gave_up:
+            return AdapterResult(outcome="succeeded", message="Vaccination recorded")
+        return result
+
+    # --- building the Immunization ----------------------------------------------------------------
+
+    def build_immunization(
+        self, intent: RecordVaccination | RecordNotDone, identifier: Identifier
+    ) -> dict[str, Any]:
+        resource = super().build_immunization(intent, identifier)
+        if self.defect == "lot-in-lotNumber":
+            _move_lot_number(resource)
+        elif self.defect == "lot-expiry-lost":
+            _drop_expiry(resource)
+        elif self.defect in ("no-recorder", "recorder-other-professional"):
+            self._set_recorder(resource)
+        elif self.defect == "wrong-patient-identifier":
+            _rename_ssin_system(resource)
+        elif self.defect == "no-business-identifier":
+            resource.pop("identifier", None)
+        elif self.defect == "status-reason-unbound" and isinstance(intent, RecordNotDone):
+            resource["statusReason"] = {"coding": [{"system": LOCAL_REASONS, "code": intent.kind}]}
+        return resource
+
+    def _set_recorder(self, resource: dict[str, Any]) -> None:
+        if self.defect == "no-recorder":
+            resource["extension"] = [e for e in resource.get("extension", []) if e.get("url") != RECORDER]
+            return
+        if self.defect == "recorder-other-professional":
+            extensions = [e for e in resource.get("extension", []) if e.get("url") != RECORDER]
+            resource["extension"] = [_recorder(OTHER_PROFESSIONAL_NIHDI), *extensions]
+            return
+        super()._set_recorder(resource)
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        if headers is not None and self.defect in ("duplicate-on-retry", "no-business-identifier"):
+            headers = {k: v for k, v in headers.items() if k.lower() != "if-none-exist"}
+        if headers is not None and self.defect == "stale-if-match":
+            headers = {k: v for k, v in headers.items() if k.lower() != "if-match"}
+        if self.defect == "duplicate-on-retry" and method == "POST" and body is not None:
+            return self._send_without_checking(url, body, headers or {})
+        return super()._send(method, url, body=body, headers=headers, params=params)
+
+    def _send_without_checking(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+        """Retry a create as a new submission: the software mints a new record key for each try."""
+        attempts, self.max_attempts = self.max_attempts, 1
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    response = super()._send("POST", url, body=body, headers=headers)
+                except _Unavailable:
+                    response = None
+                if response is not None and response.status_code not in RETRY_STATUSES:
+                    return response
+                body = {
+                    **body,
+                    "identifier": [{"system": self.identifier_system, "value": str(uuid.uuid4())}],
+                }
+                if attempt < attempts:
+                    self._wait(None, attempt)
+        finally:
+            self.max_attempts = attempts
+        raise _Unavailable(f"the register did not answer POST {url} after {attempts} attempts")
+
+    # --- actions ----------------------------------------------------------------------------------
+
+    def _update(
+        self, identifier: Identifier, change: Callable[[dict[str, Any]], None], doing: str
+    ) -> AdapterResult:
+        if self.defect != "new-identifier-on-correction":
+            return super()._update(identifier, change, doing)
+        record_id = self._find(identifier)
+        current = self._send("GET", f"{self.fhir_base_url}/Immunization/{record_id}")
+        _raise_for_refusal(current, doing)
+        resource = copy.deepcopy(current.json())
+        change(resource)
+        self._set_recorder(resource)
+        for key in ("id", "meta", "text"):
+            resource.pop(key, None)
+        new = Identifier(self.identifier_system, str(uuid.uuid4()))
+        resource["identifier"] = [{"system": new.system, "value": new.value}]
+        response = self._send("POST", f"{self.fhir_base_url}/Immunization", body=resource)
+        _raise_for_refusal(response, doing)
+        stored = response.json()
+        return self._updated(doing, str(stored.get("id")), stored.get("meta", {}).get("versionId"), new)
+
+    def _cancel(self, intent: CancelVaccination) -> AdapterResult:
+        if self.defect != "delete-to-cancel":
+            return super()._cancel(intent)
+        record_id = self._find(intent.business_identifier)
+        response = self._send("DELETE", f"{self.fhir_base_url}/Immunization/{record_id}")
+        _raise_for_refusal(response, "cancelling the vaccination")
+        return AdapterResult(
+            outcome="succeeded",
+            message=f"Cancelling the vaccination done: Immunization/{record_id} deleted",
+            record_ids=(record_id,),
+            business_identifiers=(intent.business_identifier,),
+        )
+
+    def _history(self, intent: ReadHistory) -> AdapterResult:
+        if self.defect == "cancelled-shown-as-valid":
+            result = super()._history(intent)
+            shown = tuple(
+                dataclasses.replace(v, status="completed") if v.status == "cancelled" else v
+                for v in result.vaccinations
+            )
+            return dataclasses.replace(result, vaccinations=shown)
+        if self.defect != "first-page-only":
+            return super()._history(intent)
+        response = self._send(
+            "GET",
+            f"{self.fhir_base_url}/Immunization",
+            params={"patient.identifier": f"{SSIN_SYSTEM}|{intent.patient}"},
+        )
+        _raise_for_refusal(response, "reading the history")
+        shown_list = [
+            _displayed(entry.get("resource", {}))
+            for entry in response.json().get("entry", [])
+            if entry.get("resource", {}).get("resourceType") == "Immunization"
+        ]
+        return AdapterResult(
+            outcome="succeeded",
+            message=f"{len(shown_list)} vaccination(s) in the register",
+            record_ids=tuple(v.record_id for v in shown_list if v.record_id),
+            vaccinations=tuple(shown_list),
+        )
+
+
+def _product_parts(resource: dict[str, Any]) -> list[dict[str, Any]] | None:
+    for extension in resource.get("extension", []):
+        if extension.get("url") == ADMINISTERED_PRODUCT:
+            return extension.setdefault("extension", [])
+    return None
+
+
+def _prune_empty_product(resource: dict[str, Any]) -> None:
+    resource["extension"] = [
+        e for e in resource["extension"] if e.get("url") != ADMINISTERED_PRODUCT or e.get("extension")
+    ]
+
+
+def _move_lot_number(resource: dict[str, Any]) -> None:
+    parts = _product_parts(resource)
+    if parts is None:
+        return
+    for part in list(parts):
+        if part.get("url") == "lotNumber":
+            parts.remove(part)
+            resource["lotNumber"] = part["valueString"]
+    _prune_empty_product(resource)
+
+
+def _drop_expiry(resource: dict[str, Any]) -> None:
+    parts = _product_parts(resource)
+    if parts is None:
+        return
+    parts[:] = [part for part in parts if part.get("url") != "expirationDate"]
+    _prune_empty_product(resource)
+
+
+def _rename_ssin_system(value: Any) -> None:
+    """Every SSIN identifier (patient, contained subjects) in the wrong naming system."""
+    if isinstance(value, dict):
+        if value.get("system") == SSIN_SYSTEM and "value" in value:
+            value["system"] = WRONG_SSIN_SYSTEM
+        for item in value.values():
+            _rename_ssin_system(item)
+    elif isinstance(value, list):
+        for item in value:
+            _rename_ssin_system(item)
