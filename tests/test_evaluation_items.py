@@ -119,7 +119,7 @@ def test_get_by_area_ids_and_title(catalogue: Catalogue) -> None:
     assert item.register_rules == ("recorder-mismatch",)
     assert item.ig_elements == ("Immunization.extension:recorder",)
     assert item.tag == "item:VC-REG-04"
-    assert "VC-REG-04" in catalogue and "VC-XXX-01" not in catalogue
+    assert "VC-REG-04" in catalogue and "VC-NONE-01" not in catalogue
     assert catalogue.ids()[0] == "VC-CON-01"
     assert [i.id for i in catalogue.by_area("CAN")] == ["VC-CAN-01", "VC-CAN-02", "VC-CAN-03"]
     assert catalogue.title("VC-CAN-01") == catalogue.get("VC-CAN-01").title("en")
