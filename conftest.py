@@ -1,4 +1,4 @@
-"""Pytest configuration shared by the library tests and (later) the evaluation suite.
+"""Pytest configuration shared by the library tests and the evaluation suite (``steps/``).
 
 The FHIR packages are never part of the project: tests read them from a package cache. When
 ``VACCICARD_PACKAGE_CACHE`` names a cache that already holds BeVaccination, that cache is used;
@@ -23,6 +23,16 @@ from conformance.fhir.packages import (
     PackageRef,
     install,
 )
+
+pytest_plugins = [
+    "conformance.suite.plugin",
+    "steps.common",
+    "steps.registration",
+    "steps.history",
+    "steps.correction",
+    "steps.errors",
+    "steps.auth",
+]
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_PACKAGE_SOURCE = ROOT.parent / "shared" / "fhir-packages"

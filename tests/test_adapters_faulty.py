@@ -241,3 +241,50 @@ def test_status_reason_unbound(simulator: Any, make: Make) -> None:
     assert coding["system"] != "http://terminology.hl7.org/CodeSystem/v3-ActReason"
     assert create.request_json["status"] == "not-done"
     assert (create.response_status, create.tags.get("rule")) == (422, "profile-invalid")
+
+
+def test_ignores_retry_after(simulator: Any, make: Make) -> None:
+    waited: list[float] = []
+    adapter = make("ignores-retry-after")
+    adapter.sleep = waited.append
+    simulator.faults.add(Fault.status_error(429, retry_after=7), "create")
+    assert adapter.perform(full_record("ra-1")).succeeded
+    assert waited and waited[0] < 7
+
+
+def test_ssin_in_error_message(simulator: Any, make: Make) -> None:
+    result = make("ssin-in-error-message").perform(full_record(occurrence="2099-01-01T10:00:00+01:00"))
+    assert result.outcome == "rejected" and PATIENT in (result.message or "")
+
+
+def test_token_in_url(simulator: Any, make: Make) -> None:
+    make("token-in-url").perform(full_record("url-1"))
+    [create] = creates(simulator)
+    assert "access_token" in dict(create.query_params)
+
+
+def test_tls_verify_off(make: Make) -> None:
+    assert make("tls-verify-off").http._transport._pool._ssl_context.verify_mode.name == "CERT_NONE"
+
+
+def test_retries_refusals(simulator: Any, make: Make) -> None:
+    result = make("retries-refusals").perform(full_record(occurrence="2099-01-01T10:00:00+01:00"))
+    assert result.outcome == "rejected"
+    assert [e.response_status for e in creates(simulator)] == [422] * 5
+
+
+def test_undeclared_search_parameter(simulator: Any, make: Make) -> None:
+    assert make("undeclared-search-parameter").perform(ReadHistory(PATIENT)).succeeded
+    [search] = simulator.traffic.exchanges(operation="search")
+    assert "_lastUpdated" in dict(search.query_params)
+
+
+def test_own_records_only(simulator: Any, make: Make) -> None:
+    other = make("no-retry")  # a correct recording under another naming system stands for another software
+    other.identifier_system = "https://other.example.org/vaccinations"
+    assert other.perform(full_record(business_identifier=None)).succeeded
+    adapter = make("own-records-only")
+    own = Identifier(adapter.identifier_system, "own-1")
+    assert adapter.perform(full_record(business_identifier=own)).succeeded
+    shown = adapter.perform(ReadHistory(PATIENT)).vaccinations
+    assert [v.business_identifier for v in shown] == [own]

@@ -261,10 +261,10 @@ def test_token_is_renewed_before_expiry(simulator: Any, waits: list[float]) -> N
         clock=lambda: now[0],
     ) as client:
         assert client.perform(ReadHistory(PATIENT)).succeeded
-        first = client._token
+        first = client._tokens[PHYSICIAN_SSIN]
         now[0] += 10_000  # far past expiry
         assert client.perform(ReadHistory(PATIENT)).succeeded
-        assert client._token is not first
+        assert client._tokens[PHYSICIAN_SSIN] is not first
     tokens = [e for e in simulator.traffic.exchanges() if e.path.endswith("/token")]
     assert len(tokens) >= 3  # code, exchange, then a renewal and a new exchange
 

@@ -24,7 +24,7 @@ def test_version(capsys) -> None:
     assert code == 0 and __version__ in out
 
 
-@pytest.mark.parametrize("command", ["run", "proxy", "report", "verify-report"])
+@pytest.mark.parametrize("command", ["proxy", "report", "verify-report"])
 def test_commands_of_later_versions_say_so_and_exit_2(capsys, command: str) -> None:
     code, out, err = run(capsys, command)
     assert code == 2 and out == ""
@@ -41,6 +41,23 @@ def test_commands_of_later_versions_say_so_and_exit_2(capsys, command: str) -> N
 def test_every_command_has_help(capsys, command: str) -> None:
     code, out, _ = run(capsys, *command.split(), "--help")
     assert code == 0 and "Usage:" in out
+
+
+def test_run_exit_codes(capsys, package_cache) -> None:
+    cache = ["--package-cache", str(package_cache.root)]
+    code, out, err = run(capsys, *cache, "run", "-q", "--items", "VC-HIS-03")
+    assert code == 0 and "1 scenario(s): 1 passed" in out
+    code, out, _ = run(capsys, *cache, "run", "-q", "--items", "VC-HIS-03", "--adapter", "faulty:first-page-only")
+    assert code == 1 and "FAILED history.feature::A history longer than one page [VC-HIS-03]" in out
+    code, _, err = run(capsys, *cache, "run", "--adapter", "faulty:nope")
+    assert code == 2 and err.count("\n") == 1 and "unknown defect 'nope'" in err
+    code, _, err = run(capsys, *cache, "run", "--adapter", "telepathy")
+    assert code == 2 and "unknown adapter kind 'telepathy'" in err
+
+
+def test_run_without_the_packages_says_how_to_install_them(capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "--package-cache", str(tmp_path), "run")
+    assert code == 2 and err.count("\n") == 1 and "packages install" in err
 
 
 def test_bad_package_reference_is_one_line_and_exit_2(capsys, tmp_path: Path) -> None:

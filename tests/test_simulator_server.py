@@ -555,3 +555,33 @@ def test_banner_names_urls_professionals_and_login(simulator: Simulator) -> None
     assert "Marc Fictif" in text and "may not record" in text and "not recognised" in text
     assert "token-exchange" in text
     assert "given with --admin-token" in "\n".join(simulator.banner(show_admin_token=False))
+
+
+def test_admin_expire_tokens_makes_issued_tokens_expired(simulator: Simulator) -> None:
+    token = simulator.iam.issue_professional_token(PHYSICIAN)
+    search = {"patient.identifier": f"{SSIN_SYSTEM}|58032100126"}
+    with httpx.Client(base_url=simulator.base_url) as client:
+        before = client.get("/fhir/Immunization", params=search, headers={"Authorization": f"Bearer {token}"})
+        assert before.status_code == 200
+        assert client.post("/admin/expire-tokens", headers=_admin(simulator)).json() == {"expired": True}
+        after = client.get("/fhir/Immunization", params=search, headers={"Authorization": f"Bearer {token}"})
+        assert after.status_code == 401 and "expired" in after.headers["WWW-Authenticate"]
+        fresh = simulator.iam.issue_professional_token(PHYSICIAN)
+        again = client.get("/fhir/Immunization", params=search, headers={"Authorization": f"Bearer {fresh}"})
+        assert again.status_code == 200
+
+
+def test_ending_sessions_forces_a_new_login(simulator: Simulator) -> None:
+    from conformance.adapters.intents import ReadHistory
+    from conformance.adapters.reference import ReferenceAdapter
+
+    with ReferenceAdapter(
+        simulator.fhir_base_url, simulator.base_url + "/auth", professional=PHYSICIAN
+    ) as client:
+        assert client.perform(ReadHistory("58032100126")).succeeded
+        simulator.iam.end_sessions()
+        mark = simulator.traffic.mark()
+        assert client.perform(ReadHistory("58032100126")).succeeded
+    later = simulator.traffic.exchanges(mark)
+    assert [e.response_status for e in later if e.path.endswith("/Immunization")] == [401, 200]
+    assert any(e.path.endswith("/openid-connect/auth") for e in later)  # a full login, not the old token

@@ -31,10 +31,10 @@ from conformance.adapters.reference import (
     RETRY_STATUSES,
     SSIN_SYSTEM,
     ReferenceAdapter,
-    _displayed,
-    _raise_for_refusal,
-    _recorder,
-    _Unavailable,
+    RegisterUnavailable,
+    displayed_vaccination,
+    raise_for_refusal,
+    recorder_extension,
 )
 from conformance.errors import ConfigurationError
 
@@ -57,6 +57,13 @@ DEFECTS: Mapping[str, str] = MappingProxyType(
         "first-page-only": "shows only the first page of the history (ignores next links)",
         "status-reason-unbound": "records not-done with a local reason code outside the bound value set",
         "lot-expiry-lost": "drops the lot's expiry date from the administered product",
+        "ignores-retry-after": "retries a 429/503 after its own short back-off, not the Retry-After delay",
+        "ssin-in-error-message": "quotes the patient's SSIN in the message it shows after a refusal or outage",
+        "token-in-url": "also sends the access token as an access_token query parameter on writes",
+        "tls-verify-off": "accepts any TLS certificate (verification switched off)",
+        "own-records-only": "shows in the history only the vaccinations this software recorded itself",
+        "retries-refusals": "sends a request the register refused (403, 409, 422) again, as if it were an outage",
+        "undeclared-search-parameter": "searches with _lastUpdated, which the CapabilityStatement does not state",
     }
 )
 
@@ -76,10 +83,14 @@ class FaultyAdapter(ReferenceAdapter):
             raise ConfigurationError(
                 f"unknown defect {defect!r}; known defects: {', '.join(sorted(DEFECTS))}"
             )
+        if defect == "tls-verify-off":
+            options["verify"] = False
         super().__init__(fhir_base_url, iam_base_url, **options)
         self.defect = defect
         if defect == "no-retry":
             self.max_attempts = 1
+        if defect == "retries-refusals":
+            self.retry_statuses = self.retry_statuses | {403, 409, 422}
 
     # --- the Adapter protocol ---------------------------------------------------------------------
 
@@ -91,7 +102,13 @@ class FaultyAdapter(ReferenceAdapter):
         gave_up = result.outcome == "failed" and isinstance(intent, RecordVaccination | RecordNotDone)
         if self.defect == "no-retry" and gave_up:
             return AdapterResult(outcome="succeeded", message="Vaccination recorded")
+        patient = getattr(intent, "patient", None)
+        if self.defect == "ssin-in-error-message" and not result.succeeded and patient:
+            return dataclasses.replace(result, message=f"Patient {patient}: {result.message}")
         return result
+
+    def _wait(self, retry_after: str | None, attempt: int) -> None:
+        super()._wait(None if self.defect == "ignores-retry-after" else retry_after, attempt)
 
     # --- building the Immunization ----------------------------------------------------------------
 
@@ -119,7 +136,7 @@ class FaultyAdapter(ReferenceAdapter):
             return
         if self.defect == "recorder-other-professional":
             extensions = [e for e in resource.get("extension", []) if e.get("url") != RECORDER]
-            resource["extension"] = [_recorder(OTHER_PROFESSIONAL_NIHDI), *extensions]
+            resource["extension"] = [recorder_extension(OTHER_PROFESSIONAL_NIHDI), *extensions]
             return
         super()._set_recorder(resource)
 
@@ -138,6 +155,15 @@ class FaultyAdapter(ReferenceAdapter):
             headers = {k: v for k, v in headers.items() if k.lower() != "if-none-exist"}
         if headers is not None and self.defect == "stale-if-match":
             headers = {k: v for k, v in headers.items() if k.lower() != "if-match"}
+        if (
+            self.defect == "undeclared-search-parameter"
+            and params is not None
+            and "patient.identifier" in params
+        ):
+            params = {**params, "_lastUpdated": "ge2000-01-01"}
+            headers = {**(headers or {}), "Prefer": "handling=lenient"}
+        if self.defect == "token-in-url" and method != "GET":  # searches would be refused outright
+            params = {**(params or {}), "access_token": self._access_token().access}
         if self.defect == "duplicate-on-retry" and method == "POST" and body is not None:
             return self._send_without_checking(url, body, headers or {})
         return super()._send(method, url, body=body, headers=headers, params=params)
@@ -149,7 +175,7 @@ class FaultyAdapter(ReferenceAdapter):
             for attempt in range(1, attempts + 1):
                 try:
                     response = super()._send("POST", url, body=body, headers=headers)
-                except _Unavailable:
+                except RegisterUnavailable:
                     response = None
                 if response is not None and response.status_code not in RETRY_STATUSES:
                     return response
@@ -161,7 +187,7 @@ class FaultyAdapter(ReferenceAdapter):
                     self._wait(None, attempt)
         finally:
             self.max_attempts = attempts
-        raise _Unavailable(f"the register did not answer POST {url} after {attempts} attempts")
+        raise RegisterUnavailable(f"the register did not answer POST {url} after {attempts} attempts")
 
     # --- actions ----------------------------------------------------------------------------------
 
@@ -172,7 +198,7 @@ class FaultyAdapter(ReferenceAdapter):
             return super()._update(identifier, change, doing)
         record_id = self._find(identifier)
         current = self._send("GET", f"{self.fhir_base_url}/Immunization/{record_id}")
-        _raise_for_refusal(current, doing)
+        raise_for_refusal(current, doing)
         resource = copy.deepcopy(current.json())
         change(resource)
         self._set_recorder(resource)
@@ -181,7 +207,7 @@ class FaultyAdapter(ReferenceAdapter):
         new = Identifier(self.identifier_system, str(uuid.uuid4()))
         resource["identifier"] = [{"system": new.system, "value": new.value}]
         response = self._send("POST", f"{self.fhir_base_url}/Immunization", body=resource)
-        _raise_for_refusal(response, doing)
+        raise_for_refusal(response, doing)
         stored = response.json()
         return self._updated(doing, str(stored.get("id")), stored.get("meta", {}).get("versionId"), new)
 
@@ -190,7 +216,7 @@ class FaultyAdapter(ReferenceAdapter):
             return super()._cancel(intent)
         record_id = self._find(intent.business_identifier)
         response = self._send("DELETE", f"{self.fhir_base_url}/Immunization/{record_id}")
-        _raise_for_refusal(response, "cancelling the vaccination")
+        raise_for_refusal(response, "cancelling the vaccination")
         return AdapterResult(
             outcome="succeeded",
             message=f"Cancelling the vaccination done: Immunization/{record_id} deleted",
@@ -199,6 +225,17 @@ class FaultyAdapter(ReferenceAdapter):
         )
 
     def _history(self, intent: ReadHistory) -> AdapterResult:
+        if self.defect == "own-records-only":
+            result = super()._history(intent)
+            own = tuple(
+                v
+                for v in result.vaccinations
+                if v.business_identifier is not None
+                and v.business_identifier.system == self.identifier_system
+            )
+            return dataclasses.replace(
+                result, vaccinations=own, record_ids=tuple(v.record_id for v in own if v.record_id)
+            )
         if self.defect == "cancelled-shown-as-valid":
             result = super()._history(intent)
             shown = tuple(
@@ -213,9 +250,9 @@ class FaultyAdapter(ReferenceAdapter):
             f"{self.fhir_base_url}/Immunization",
             params={"patient.identifier": f"{SSIN_SYSTEM}|{intent.patient}"},
         )
-        _raise_for_refusal(response, "reading the history")
+        raise_for_refusal(response, "reading the history")
         shown_list = [
-            _displayed(entry.get("resource", {}))
+            displayed_vaccination(entry.get("resource", {}))
             for entry in response.json().get("entry", [])
             if entry.get("resource", {}).get("resourceType") == "Immunization"
         ]

@@ -287,6 +287,8 @@ class RecordVaccination(_Json):
     business_identifier: Identifier | None = None
     """The record's key in the software (None: the software makes one up and reports it)."""
     note: str | None = None
+    professional: str | None = None
+    """SSIN of the test professional who acts (None: the professional the run is configured with)."""
 
 
 @dataclass(frozen=True)
@@ -298,12 +300,15 @@ class RecordNotDone(_Json):
     vaccine: Coding
     status_reason: Coding
     """A code from be-vs-vaccination-status-reason (e.g. v3-ActReason PATOBJ, MEDPREC)."""
-    kind: Literal["refusal", "contraindication"]
+    kind: Literal["refusal", "contraindication", "other"]
+    """Why it was not given: the patient refused, a medical reason, or another (out of stock ...)."""
     occurrence: str | None = None
     performer: str | None = None
     care_setting: CareSetting | None = None
     business_identifier: Identifier | None = None
     note: str | None = None
+    professional: str | None = None
+    """SSIN of the test professional who acts (None: the professional the run is configured with)."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,8 @@ class ReadHistory(_Json):
 
     action: ClassVar[str] = "read-history"
     patient: str
+    professional: str | None = None
+    """SSIN of the test professional who acts (None: the professional the run is configured with)."""
 
 
 @dataclass(frozen=True)
@@ -328,6 +335,8 @@ class CorrectVaccination(_Json):
     body_site: BodySite | None = None
     reaction: Reaction | None = None
     note: str | None = None
+    professional: str | None = None
+    """SSIN of the test professional who acts (None: the professional the run is configured with)."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +346,8 @@ class CancelVaccination(_Json):
     action: ClassVar[str] = "cancel-vaccination"
     business_identifier: Identifier
     reason: str
+    professional: str | None = None
+    """SSIN of the test professional who acts (None: the professional the run is configured with)."""
 
 
 Intent = RecordVaccination | RecordNotDone | ReadHistory | CorrectVaccination | CancelVaccination

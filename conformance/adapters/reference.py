@@ -4,7 +4,8 @@
 integration does, over httpx:
 
 * logs the professional in through IAM Connect (realm ``healthcare``): authorization code with PKCE
-  S256 (the professional chosen by ``login_hint``), then an RFC 8693 token exchange to the audience
+  S256 (the professional chosen by ``login_hint``: the intent's ``professional``, else the adapter's),
+  then an RFC 8693 token exchange to the audience
   ``vaccicard-api``; the token is renewed shortly before it expires (refresh token, else a new login)
   and once more when the API answers 401;
 * builds a BeVaccination Immunization from the intent: the recorder extension names the logged-in
@@ -28,6 +29,7 @@ import copy
 import hashlib
 import json
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -57,7 +59,14 @@ from conformance.adapters.intents import (
 )
 from conformance.errors import ConfigurationError, TargetUnreachableError
 
-__all__ = ["DEFAULT_IDENTIFIER_SYSTEM", "ReferenceAdapter"]
+__all__ = [
+    "DEFAULT_IDENTIFIER_SYSTEM",
+    "ReferenceAdapter",
+    "RegisterUnavailable",
+    "displayed_vaccination",
+    "raise_for_refusal",
+    "recorder_extension",
+]
 
 CORE = "https://www.ehealth.fgov.be/standards/fhir/core/"
 VACCINATION = "https://www.ehealth.fgov.be/standards/fhir/vaccination/"
@@ -82,7 +91,7 @@ FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
-class _Unavailable(Exception):
+class RegisterUnavailable(Exception):
     """The register stayed unavailable (or unreachable) after every retry."""
 
 
@@ -111,6 +120,7 @@ class ReferenceAdapter:
         max_wait: float = 30.0,
         renew_margin: float = 30.0,
         timeout: float = 30.0,
+        verify: bool | str | ssl.SSLContext = True,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -118,6 +128,7 @@ class ReferenceAdapter:
 
         ``professional``: the SSIN or NIHDI number used as ``login_hint``. ``max_attempts``: tries per
         request on 429/5xx/transport errors; ``max_wait``: the longest ``Retry-After`` honoured.
+        ``verify``: TLS trust (httpx's: True for the system store, a CA bundle path or an SSLContext).
         ``sleep``/``clock`` are injectable so tests need not wait.
         """
         if max_attempts < 1:
@@ -131,12 +142,14 @@ class ReferenceAdapter:
         self.audience = audience
         self.identifier_system = identifier_system
         self.max_attempts = max_attempts
+        self.retry_statuses = RETRY_STATUSES
         self.max_wait = max_wait
         self.renew_margin = renew_margin
         self.sleep = sleep
         self.clock = clock
-        self.http = httpx.Client(timeout=timeout, follow_redirects=False)
-        self._token: _Token | None = None
+        self.http = httpx.Client(timeout=timeout, follow_redirects=False, verify=verify)
+        self._tokens: dict[str, _Token] = {}
+        self._acting = professional
         self._discovery: dict[str, Any] | None = None
 
     def close(self) -> None:
@@ -159,6 +172,7 @@ class ReferenceAdapter:
         be reached at all ``TargetUnreachableError``.
         """
         intent.to_json()  # the intent must be valid before anything is sent
+        self._acting = intent.professional or self.professional
         try:
             if isinstance(intent, RecordVaccination | RecordNotDone):
                 result = self._record(intent)
@@ -172,7 +186,7 @@ class ReferenceAdapter:
                 raise ConfigurationError(f"the reference adapter cannot perform {type(intent).__name__}")
         except _Rejected as rejected:
             result = rejected.result
-        except _Unavailable as error:
+        except RegisterUnavailable as error:
             result = AdapterResult(outcome="failed", message=str(error))
         result.to_json()  # the answer is checked like any adapter's
         return result
@@ -203,11 +217,10 @@ class ReferenceAdapter:
         return self._discovery
 
     def _access_token(self) -> _Token:
-        token = self._token
+        token = self._tokens.get(self._acting)
         if token is None or self.clock() >= token.expires_at - self.renew_margin:
-            self._token = self._renew(token)
-        assert self._token is not None
-        return self._token
+            token = self._tokens[self._acting] = self._renew(token)
+        return token
 
     def _renew(self, old: _Token | None) -> _Token:
         try:
@@ -248,14 +261,14 @@ class ReferenceAdapter:
                 "state": state,
                 "code_challenge": challenge,
                 "code_challenge_method": "S256",
-                "login_hint": self.professional,
+                "login_hint": self._acting,
             },
         )
         location = redirect.headers.get("location", "")
         answer = parse_qs(urlsplit(location).query)
         if redirect.status_code not in (302, 303) or "code" not in answer:
             reason = answer.get("error_description", answer.get("error", [redirect.text[:200]]))[0]
-            raise _Rejected.login(f"IAM Connect refused the login of {self.professional}: {reason}")
+            raise _Rejected.login(f"IAM Connect refused the login of {self._acting}: {reason}")
         if answer.get("state") != [state]:
             raise _Rejected.login("IAM Connect answered with a different state: login abandoned")
         tokens = self.http.post(
@@ -326,15 +339,15 @@ class ReferenceAdapter:
                 continue
             if response.status_code == 401 and not renewed:
                 renewed = True
-                self._token = None
+                self._tokens.pop(self._acting, None)
                 continue
-            if response.status_code in RETRY_STATUSES:
+            if response.status_code in self.retry_statuses:
                 last = f"HTTP {response.status_code}"
                 if attempt < self.max_attempts:
                     self._wait(response.headers.get("retry-after"), attempt)
                     continue
             return response
-        raise _Unavailable(
+        raise RegisterUnavailable(
             f"the register did not answer {method} {url} after {self.max_attempts} attempts ({last})"
         )
 
@@ -355,7 +368,7 @@ class ReferenceAdapter:
             body=resource,
             headers={"If-None-Exist": f"identifier={identifier.system}|{identifier.value}"},
         )
-        _raise_for_refusal(response, "recording the vaccination")
+        raise_for_refusal(response, "recording the vaccination")
         stored = response.json()
         what = "Vaccination recorded" if isinstance(intent, RecordVaccination) else "Not-done recorded"
         if response.status_code == 200:
@@ -375,14 +388,14 @@ class ReferenceAdapter:
         while url is not None:
             pages += 1
             if pages > 1000:
-                raise _Unavailable("the register's history has more than 1000 pages; stopped following next")
+                raise RegisterUnavailable("the register's history has more than 1000 pages; stopped following next")
             response = self._send("GET", url, params=params)
-            _raise_for_refusal(response, "reading the history")
+            raise_for_refusal(response, "reading the history")
             bundle = response.json()
             for entry in bundle.get("entry", []):
                 resource = entry.get("resource", {})
                 if resource.get("resourceType") == "Immunization":
-                    shown.append(_displayed(resource))
+                    shown.append(displayed_vaccination(resource))
             url = next(
                 (link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None
             )
@@ -400,7 +413,7 @@ class ReferenceAdapter:
             f"{self.fhir_base_url}/Immunization",
             params={"identifier": f"{identifier.system}|{identifier.value}"},
         )
-        _raise_for_refusal(response, "finding the record")
+        raise_for_refusal(response, "finding the record")
         entries = [
             e["resource"]
             for e in response.json().get("entry", [])
@@ -428,7 +441,7 @@ class ReferenceAdapter:
         conflicts = 0
         while True:
             current = self._send("GET", url)
-            _raise_for_refusal(current, doing)
+            raise_for_refusal(current, doing)
             before = current.json()
             resource = copy.deepcopy(before)
             change(resource)
@@ -441,7 +454,7 @@ class ReferenceAdapter:
             if response.status_code == 412 and conflicts < 3:  # changed since we read it
                 conflicts += 1
                 continue
-            _raise_for_refusal(response, doing)
+            raise_for_refusal(response, doing)
             version = response.json().get("meta", {}).get("versionId")
             return self._updated(doing, record_id, version, identifier)
 
@@ -474,7 +487,7 @@ class ReferenceAdapter:
 
     def _set_recorder(self, resource: dict[str, Any]) -> None:
         extensions = [e for e in resource.get("extension", []) if e.get("url") != RECORDER]
-        extensions.insert(0, _recorder(self.nihdi))
+        extensions.insert(0, recorder_extension(self.nihdi))
         resource["extension"] = extensions
 
     def build_immunization(
@@ -485,7 +498,7 @@ class ReferenceAdapter:
         resource: dict[str, Any] = {
             "resourceType": "Immunization",
             "meta": {"profile": [BE_VACCINATION]},
-            "extension": [_recorder(self.nihdi)],
+            "extension": [recorder_extension(self.nihdi)],
             "identifier": [{"system": identifier.system, "value": identifier.value}],
             "status": "completed" if isinstance(intent, RecordVaccination) else "not-done",
             "vaccineCode": {"coding": [_coding(intent.vaccine)]},
@@ -535,7 +548,8 @@ class _Rejected(Exception):
         )
 
 
-def _raise_for_refusal(response: httpx.Response, doing: str) -> None:
+def raise_for_refusal(response: httpx.Response, doing: str) -> None:
+    """Turn a 4xx/5xx answer into the result a user sees (``rejected`` or ``failed``), raised."""
     status = response.status_code
     if status < 400:
         return
@@ -586,7 +600,8 @@ def _claims(token: str) -> dict[str, Any]:
         return {}
 
 
-def _recorder(nihdi: str) -> dict[str, Any]:
+def recorder_extension(nihdi: str) -> dict[str, Any]:
+    """The be-ext-recorder extension naming a professional by NIHDI number."""
     return {"url": RECORDER, "valueReference": {"identifier": {"system": NIHDI_PROFESSIONAL, "value": nihdi}}}
 
 
@@ -701,7 +716,8 @@ def _without_meta(resource: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in resource.items() if key not in ("meta", "text")}
 
 
-def _displayed(resource: Mapping[str, Any]) -> DisplayedVaccination:
+def displayed_vaccination(resource: Mapping[str, Any]) -> DisplayedVaccination:
+    """How the software shows one Immunization in the history (entered-in-error as ``cancelled``)."""
     status = resource.get("status")
     shown = (
         "cancelled" if status == "entered-in-error" else "not-done" if status == "not-done" else "completed"

@@ -22,6 +22,7 @@ not given; never the IAM tokens):
   (``{"operation": "create", "times": 2, "kind": "status", "status": 503}``); answers the pending plan;
 * ``GET /admin/faults``: the pending plan; ``DELETE /admin/faults``: clear it;
 * ``POST /admin/reset``: empty register, traffic and faults;
+* ``POST /admin/expire-tokens``: every access token issued so far is expired (``IamConnect.expire_tokens``);
 * ``GET /admin/traffic?since=N[&operation=create][&method=POST]``: ``{"mark": M, "exchanges": [...]}``
   in ``Exchange.to_json`` shape, ``M`` being the mark to pass as ``since`` next time;
 * ``GET /admin/health``: ``{"status": "ok", ...}``.
@@ -422,6 +423,7 @@ class Simulator:
                 "DELETE": self._admin_clear,
             },
             "/reset": {"POST": self._admin_reset},
+            "/expire-tokens": {"POST": self._admin_expire_tokens},
             "/traffic": {"GET": self._admin_traffic},
             "/health": {"GET": self._admin_health},
         }
@@ -459,6 +461,10 @@ class Simulator:
     def _admin_reset(self, request: HttpRequest) -> HttpResponse:
         self.reset()
         return _json(200, {"reset": True, "mark": self.traffic.mark()})
+
+    def _admin_expire_tokens(self, request: HttpRequest) -> HttpResponse:
+        self.iam.expire_tokens()
+        return _json(200, {"expired": True})
 
     def _admin_traffic(self, request: HttpRequest) -> HttpResponse:
         since_text = request.query.get("since", ["0"])[0] or "0"

@@ -289,7 +289,8 @@ class IamConnect:
         self.refresh_lifetime = refresh_lifetime
         self.max_assertion_lifetime = max_assertion_lifetime
         self.leeway = leeway
-        self._clock = clock
+        self._base_clock = clock
+        self._clock_offset = 0.0
         self._lock = threading.Lock()
         self._prefix = urlsplit(self.issuer_base).path.rstrip("/") + "/realms/"
         self.organisation_keys: KeyRing = (
@@ -342,6 +343,24 @@ class IamConnect:
     def now(self) -> int:
         """The current time of the injected clock, in whole seconds."""
         return int(self._clock())
+
+    def _clock(self) -> float:
+        return self._base_clock() + self._clock_offset
+
+    def expire_tokens(self) -> None:
+        """Make every access token issued so far expired, as if ``token_lifetime`` had passed.
+
+        IAM Connect's clock moves forward by the token lifetime (plus a second); sessions and refresh
+        tokens, which live longer, stay valid, so a client renews the way it would after a long pause.
+        """
+        with self._lock:
+            self._clock_offset += self.token_lifetime + 1
+
+    def end_sessions(self) -> None:
+        """Log every professional out: sessions end and access tokens expire, so only a new login works."""
+        with self._lock:
+            self._sessions.clear()
+        self.expire_tokens()
 
     # --- HTTP --------------------------------------------------------------------------------------
 
@@ -768,9 +787,9 @@ class IamConnect:
             valid = False
         if not valid:
             raise refuse("Invalid client assertion signature")
-        now = self._clock()
+        now = self._base_clock()  # the assertion is dated by the client's clock, not our shifted one
         registry = JWTClaimsRegistry(
-            now=lambda: int(self._clock()),
+            now=lambda: int(self._base_clock()),
             leeway=self.leeway,
             iss={"essential": True, "value": client_id},
             sub={"essential": True, "value": client_id},
@@ -975,7 +994,7 @@ class IamConnect:
         if self.testdata.organisation(client_id) is None:
             raise ValueError(f"no organisation with M2M client id {client_id!r}")
         credential = self.organisation_keys[client_id]
-        assertion = credential.client_assertion(self.issuer(M2M), now=self._clock())
+        assertion = credential.client_assertion(self.issuer(M2M), now=self._base_clock())
         params = _Params(
             {
                 "grant_type": [GRANT_CLIENT_CREDENTIALS],

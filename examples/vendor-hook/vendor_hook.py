@@ -141,6 +141,7 @@ class VaccicardClient:
     ) -> Any:
         if self.token is None:
             self.login()
+        renewed = False
         for attempt in range(5):
             all_headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {self.token}", **(headers or {})}
             if body is not None:
@@ -149,6 +150,10 @@ class VaccicardClient:
                 response = self.http.request(method, url, json=body, headers=all_headers, **kw)
             except httpx.TransportError:
                 time.sleep(0.1 * 2**attempt)
+                continue
+            if response.status_code == 401 and not renewed:  # the token expired: log in again, once
+                renewed = True
+                self.login()
                 continue
             if response.status_code in (429, 502, 503, 504) and attempt < 4:
                 wait = response.headers.get("retry-after", "")
@@ -381,9 +386,24 @@ def coding(value: dict[str, Any]) -> dict[str, str]:
     return {k: value[k] for k in ("system", "code", "display") if value.get(k)}
 
 
-def handle(client: VaccicardClient, intent: dict[str, Any]) -> dict[str, Any]:
+class Clients:
+    """One logged-in client per professional: an intent's ``professional`` says who acts."""
+
+    def __init__(self, fhir: str, iam: str, professional: str) -> None:
+        self.fhir, self.iam, self.default = fhir, iam, professional
+        self.by_professional: dict[str, VaccicardClient] = {}
+
+    def get(self, professional: str | None) -> VaccicardClient:
+        who = professional or self.default
+        if who not in self.by_professional:
+            self.by_professional[who] = VaccicardClient(self.fhir, self.iam, who)
+        return self.by_professional[who]
+
+
+def handle(clients: Clients, intent: dict[str, Any]) -> dict[str, Any]:
     """Carry out one intent; the register's refusals become ``rejected``/``failed`` results."""
     action = intent.get("action")
+    client = clients.get(intent.get("professional"))
     try:
         if action in ("record-vaccination", "record-not-done"):
             return client.record(intent)
@@ -396,7 +416,7 @@ def handle(client: VaccicardClient, intent: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": "failed", "message": f"this software cannot do {action!r}"}
 
 
-def serve(client: VaccicardClient, host: str, port: int) -> None:
+def serve(clients: Clients, host: str, port: int) -> None:
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             try:
@@ -405,7 +425,7 @@ def serve(client: VaccicardClient, host: str, port: int) -> None:
                 self.send_error(400, "the body is not JSON")
                 return
             try:
-                body = json.dumps(handle(client, intent)).encode()
+                body = json.dumps(handle(clients, intent)).encode()
             except Exception as error:  # a bug or an unreachable register: tell the harness, do not hang up
                 self.send_error(500, f"{type(error).__name__}: {error}")
                 return
@@ -432,23 +452,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fhir", required=True, help="the register's FHIR base URL")
     parser.add_argument("--iam", required=True, help="IAM Connect's base URL (.../auth) or realm issuer")
-    parser.add_argument("--professional", required=True, help="SSIN of the professional to log in")
+    parser.add_argument(
+        "--professional", required=True, help="SSIN of the professional to log in (unless an intent names one)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument(
         "--stdin", action="store_true", help="command mode: one intent on stdin, answer on stdout"
     )
     options = parser.parse_args(argv)
-    client = VaccicardClient(options.fhir, options.iam, options.professional)
+    clients = Clients(options.fhir, options.iam, options.professional)
     if options.stdin:
         try:
             intent = json.load(sys.stdin)
         except ValueError as error:
             print(f"vendor_hook: the intent on stdin is not JSON: {error}", file=sys.stderr)
             return 2
-        json.dump(handle(client, intent), sys.stdout)
+        json.dump(handle(clients, intent), sys.stdout)
         return 0
-    serve(client, options.host, options.port)
+    serve(clients, options.host, options.port)
     return 0
 
 

@@ -1,0 +1,113 @@
+"""The endpoint a scenario's vendor software talks to, as the steps see it.
+
+Steps never know whether the register is the embedded simulator or the acceptance API seen through
+the recording proxy: they ask an ``Endpoint`` for its URLs, a traffic ``mark()`` and the
+``exchanges(since)`` recorded after it, and, where the endpoint can do it, to inject a fault or to
+expire the tokens it issued.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from conformance.belgium.identifiers import SSIN as SSIN_SYSTEM
+from conformance.simulator.faults import Fault, FaultOperation
+from conformance.traffic.recorder import Exchange
+
+__all__ = ["Endpoint", "SimulatorEndpoint"]
+
+
+class Endpoint(Protocol):
+    """What the steps need from the register the software talks to."""
+
+    kind: str
+    """``simulator``, ``proxy`` (the live API watched through the recording proxy) ..."""
+
+    @property
+    def fhir_base_url(self) -> str: ...
+
+    @property
+    def iam_base_url(self) -> str:
+        """IAM Connect's base (``.../auth``)."""
+        ...
+
+    def mark(self) -> int:
+        """The id of the newest exchange recorded so far (pass it as ``since``)."""
+        ...
+
+    def exchanges(self, since: int | None = None, **filters: Any) -> list[Exchange]:
+        """The exchanges recorded after ``since`` (``TrafficRecorder.exchanges`` filters)."""
+        ...
+
+    def reset(self) -> None:
+        """Start a scenario isolated: an empty register where possible, no pending faults."""
+        ...
+
+    def add_fault(self, fault: Fault, operation: FaultOperation = "any", times: int | None = 1) -> None:
+        """Make the next ``times`` requests of ``operation`` fail as ``fault`` says."""
+        ...
+
+    def reset_faults(self) -> None:
+        """Drop every pending fault: the register answers normally again."""
+        ...
+
+    def expire_tokens(self) -> None:
+        """Make every access token issued so far expired."""
+        ...
+
+    def end_sessions(self) -> None:
+        """Log every professional out of IAM Connect: the software must log in again."""
+        ...
+
+    def records(
+        self, *, identifier: tuple[str, str] | None = None, patient: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The current version of every record with that business identifier or for that patient (SSIN)."""
+        ...
+
+
+class SimulatorEndpoint:
+    """The embedded simulator (``conformance.simulator.app.Simulator``) as an ``Endpoint``."""
+
+    kind = "simulator"
+
+    def __init__(self, simulator: Any) -> None:
+        self.simulator = simulator
+
+    @property
+    def fhir_base_url(self) -> str:
+        return str(self.simulator.fhir_base_url)
+
+    @property
+    def iam_base_url(self) -> str:
+        return str(self.simulator.base_url) + "/auth"
+
+    def mark(self) -> int:
+        return int(self.simulator.traffic.mark())
+
+    def exchanges(self, since: int | None = None, **filters: Any) -> list[Exchange]:
+        return list(self.simulator.traffic.exchanges(since, **filters))
+
+    def reset(self) -> None:
+        self.simulator.reset()
+
+    def add_fault(self, fault: Fault, operation: FaultOperation = "any", times: int | None = 1) -> None:
+        self.simulator.faults.add(fault, operation, times=times)
+
+    def reset_faults(self) -> None:
+        self.simulator.faults.clear()
+
+    def expire_tokens(self) -> None:
+        self.simulator.iam.expire_tokens()
+
+    def end_sessions(self) -> None:
+        self.simulator.iam.end_sessions()
+
+    def records(
+        self, *, identifier: tuple[str, str] | None = None, patient: str | None = None
+    ) -> list[dict[str, Any]]:
+        found, _total = self.simulator.store.search(
+            identifier=identifier,
+            patient_identifier=(SSIN_SYSTEM, patient) if patient is not None else None,
+        )
+        return [stored.resource for stored in found]
