@@ -1,6 +1,7 @@
 """The ``vaccicard-conformance`` command line.
 
-Sub-commands: ``run``, ``validate``, ``serve``, ``proxy``, ``packages``, ``report``, ``verify-report``.
+Sub-commands: ``run``, ``validate``, ``serve``, ``proxy``, ``packages``, ``report``, ``verify-report``,
+``etee`` (ETKs and sealed messages).
 Exit codes: 0 ok, 1 conformance failures, 2 usage or configuration error, 3 target unreachable.
 Every ``ConformanceError`` becomes one line on stderr and its exit code, never a traceback.
 """
@@ -23,6 +24,7 @@ from conformance.errors import (
     ConformanceError,
     NotAvailableError,
 )
+from conformance.etee.cli import etee as etee_group
 from conformance.fhir import packages as pkg
 from conformance.fhir.batch import ValidationSettings, render, validate_stream
 from conformance.fhir.inputs import read_inputs
@@ -351,6 +353,9 @@ def run(
     for outcome in results.failed:
         click.echo(f"FAILED {outcome.id} [{', '.join(outcome.items)}]")
     return code
+
+
+cli.add_command(etee_group)
 
 
 # -- commands that later versions provide -------------------------------------------------------

@@ -53,6 +53,8 @@ from conformance.fhir.definitions import PackageSet
 from conformance.fhir.terminology import Terminology
 from conformance.fhir.validator import Validator
 from conformance.simulator.config import SimulatorConfig
+from conformance.simulator.etee_api import ETEE_CREATE_PATH, ETEE_PATH, EteeApi, EteeConfig, fhir_create
+from conformance.simulator.etk_depot import ETK_DEPOT_PATH, REGISTER_CBE, EtkDepot
 from conformance.simulator.faults import FaultPlan, InvalidFault
 from conformance.simulator.fhir_api import FhirApi
 from conformance.simulator.http import DropConnection, HttpRequest, HttpResponse
@@ -85,13 +87,15 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimulatorKeys:
-    """The keys a simulator generates at start-up: one per IAM realm, one per test organisation.
+    """The keys a simulator generates at start-up: one per IAM realm, one per test organisation, and
+    the ETK depot's test PKI (the register's and every test holder's eHealth certificates).
 
-    Generating them takes a fraction of a second; tests share one set across simulators.
+    Generating them takes about a second; tests share one set across simulators.
     """
 
     realms: Mapping[str, RSAKey]
     organisations: KeyRing
+    etk_depot: EtkDepot
 
     @classmethod
     def generate(cls, testdata: TestData) -> SimulatorKeys:
@@ -100,7 +104,7 @@ class SimulatorKeys:
             realm: RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig"}, auto_kid=True)
             for realm in REALMS
         }
-        return cls(realms=realms, organisations=testdata.generate_keys())
+        return cls(realms=realms, organisations=testdata.generate_keys(), etk_depot=EtkDepot.generate(testdata))
 
 
 class Simulator:
@@ -137,6 +141,7 @@ class Simulator:
         self.validator.profile_plan(self.config.profile)  # compiled once, and an unknown profile fails now
         self.testdata = testdata or TestData.load()
         self.keys = keys or SimulatorKeys.generate(self.testdata)
+        self.etk_depot = self.keys.etk_depot
         self.admin_token = admin_token or secrets.token_urlsafe(32)
         self.store = ImmunizationStore(db_path, local_timezone=self.config.timezone)
         self.faults = FaultPlan()
@@ -165,10 +170,16 @@ class Simulator:
             config=self.config,
             base_url=base_url,
         )
+        etee = EteeApi(
+            self.etk_depot,
+            fhir_create(fhir.handle, self.config.fhir_base + "/Immunization"),
+            config=EteeConfig(clock=self.config.now, max_body_bytes=self.config.max_body_bytes),
+        )
         with self._lock:
             self.base_url = base_url
             self.iam = iam
             self.fhir = fhir
+            self.etee = etee
 
     # --- addresses --------------------------------------------------------------------------------
 
@@ -259,7 +270,10 @@ class Simulator:
             f"    token              {healthcare['token_endpoint']}",
             f"  IAM Connect realm {M2M} (organisations: client_credentials + private_key_jwt)",
             f"    token              {m2m['token_endpoint']}",
-            f"  Admin API            {self.base_url}{ADMIN_PATH}/{{faults,reset,traffic,health}}",
+            f"  ETK depot            {self.base_url}{ETK_DEPOT_PATH}/etk?identifierType=CBE&identifierValue="
+            f"{REGISTER_CBE}&applicationId=VACCICARD",
+            f"  Encrypted create     POST {self.base_url}{ETEE_CREATE_PATH} (application/pkcs7-mime)",
+            f"  Admin API            {self.base_url}{ADMIN_PATH}/{{faults,reset,traffic,health,expire-tokens}}",
             f"  Admin token          {token}",
             f"  Register             {database}",
             "",
@@ -354,11 +368,16 @@ class Simulator:
             answer = self.iam.handle(request)
             if answer is not None:
                 return answer
+        if _under(path, self.etk_depot.config.prefix):
+            return self.etk_depot.handle(request)
+        if _under(path, ETEE_PATH):
+            return self.etee.handle(request)
         return outcome_response(
             404,
             "not-found",
             f"no such endpoint: {request.method} {path} (the FHIR API is under {fhir_base}, "
-            f"IAM Connect under {AUTH_PATH}/realms/{{healthcare,M2M}})",
+            f"IAM Connect under {AUTH_PATH}/realms/{{healthcare,M2M}}, the ETK depot under "
+            f"{ETK_DEPOT_PATH}, the encrypted create at {ETEE_CREATE_PATH})",
         )
 
     def _record(
