@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from pytest_bdd import given, then
 
@@ -22,8 +24,10 @@ def tokens_expired(endpoint: Endpoint) -> None:
 
 
 @given("the register presents a TLS certificate that no trusted authority issued", target_fixture="software")
-def untrusted(suite: SuiteOptions, untrusted_endpoint: SimulatorEndpoint) -> Software:
-    return software_for(suite, untrusted_endpoint)
+def untrusted(
+    suite: SuiteOptions, untrusted_endpoint: SimulatorEndpoint, builtin_options: dict[str, Any]
+) -> Software:
+    return software_for(suite, untrusted_endpoint, builtin_options)
 
 
 @then(

@@ -199,10 +199,16 @@ def endpoint(suite_simulator: Any) -> SimulatorEndpoint:
     return SimulatorEndpoint(suite_simulator)
 
 
-def _software(suite: SuiteOptions, endpoint: Any, fhir: str, iam: str) -> Software:
+@pytest.fixture(scope="session")
+def builtin_options(suite_simulator: Any) -> dict[str, Any]:
+    """Options the built-in clients (reference, faulty) get on top of their defaults."""
+    return {"timeout": CLIENT_TIMEOUT, "max_attempts": CLIENT_ATTEMPTS}
+
+
+def _software(suite: SuiteOptions, endpoint: Any, fhir: str, iam: str, builtin: dict[str, Any]) -> Software:
     options: dict[str, Any] = {}
     if suite.adapter.is_builtin:
-        options = {"timeout": CLIENT_TIMEOUT, "max_attempts": CLIENT_ATTEMPTS}
+        options = dict(builtin)
     adapter = build_adapter(
         suite.adapter,
         fhir_base_url=fhir,
@@ -215,9 +221,11 @@ def _software(suite: SuiteOptions, endpoint: Any, fhir: str, iam: str) -> Softwa
 
 
 @pytest.fixture
-def software(suite: SuiteOptions, endpoint: SimulatorEndpoint) -> Iterator[Software]:
+def software(
+    suite: SuiteOptions, endpoint: SimulatorEndpoint, builtin_options: dict[str, Any]
+) -> Iterator[Software]:
     """The software under test, driven through the chosen adapter, watched through ``endpoint``."""
-    built = _software(suite, endpoint, endpoint.fhir_base_url, endpoint.iam_base_url)
+    built = _software(suite, endpoint, endpoint.fhir_base_url, endpoint.iam_base_url, builtin_options)
     yield built
     built.close()
 
@@ -239,11 +247,11 @@ def untrusted_endpoint(suite_simulator: Any) -> Iterator[SimulatorEndpoint]:
         simulator.close()
 
 
-def software_for(suite: SuiteOptions, endpoint: SimulatorEndpoint) -> Software:
+def software_for(suite: SuiteOptions, endpoint: SimulatorEndpoint, builtin: dict[str, Any]) -> Software:
     """Software pointed at another register (only the built-in clients can be re-pointed)."""
     if not suite.adapter.is_builtin:
         pytest.skip(
             f"the {suite.adapter.kind} adapter cannot point the software at another register; "
             "check this item in the manual session"
         )
-    return _software(suite, endpoint, endpoint.fhir_base_url, endpoint.iam_base_url)
+    return _software(suite, endpoint, endpoint.fhir_base_url, endpoint.iam_base_url, builtin)
