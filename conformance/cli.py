@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -22,12 +23,14 @@ from conformance.errors import (
     EXIT_USAGE,
     ConfigurationError,
     ConformanceError,
-    NotAvailableError,
 )
 from conformance.etee.cli import etee as etee_group
 from conformance.fhir import packages as pkg
 from conformance.fhir.batch import ValidationSettings, render, validate_stream
 from conformance.fhir.inputs import read_inputs
+from conformance.proxy.cli import CONFIG_PATH_META
+from conformance.proxy.cli import proxy as proxy_command
+from conformance.report.cli import COMMANDS as REPORT_COMMANDS
 
 
 @dataclass
@@ -38,7 +41,9 @@ class AppContext:
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    ctx.default_map = load_default_map(find_config_file(value))
+    path = find_config_file(value)
+    ctx.meta[CONFIG_PATH_META] = path  # targets resolve their relative paths against the file
+    ctx.default_map = load_default_map(path)
     return value
 
 
@@ -271,7 +276,8 @@ def serve(ctx: click.Context, host: str, port: int, db: Path | None, admin_token
 
 
 @cli.command(
-    epilog="\b\nAdapter kinds (--adapter):\n" + "\n".join(f"  {line}" for line in describe_kinds().splitlines())
+    epilog="\b\nAdapter kinds (--adapter):\n"
+    + "\n".join(f"  {line}" for line in describe_kinds().splitlines())
 )
 @click.option(
     "--adapter",
@@ -284,10 +290,22 @@ def serve(ctx: click.Context, host: str, port: int, db: Path | None, admin_token
     "--target",
     default="simulator",
     show_default=True,
-    help="The register the software talks to: simulator (embedded, on 127.0.0.1).",
+    help="The register: simulator (embedded, on 127.0.0.1), a [target.NAME] of vaccicard.toml "
+    "(acceptance ...) or a FHIR base URL; a live register is watched through a recording proxy.",
 )
-@click.option("--items", metavar="VC-...[,...]", help="Only these evaluation items (ids or prefixes: VC-REG).")
-@click.option("--tags", metavar="EXPR", help="Only scenarios whose tags match: 'area:REG and not item:VC-REG-08'.")
+@click.option(
+    "--ca-bundle", type=click.Path(dir_okay=False), help="Extra CAs to trust for a live target (PEM)."
+)
+@click.option(
+    "--insecure", is_flag=True, help="Do not verify a live target's TLS certificate (debugging only)."
+)
+@click.option("--allow-writes", is_flag=True, help="Let scenarios write to a target not marked acceptance.")
+@click.option(
+    "--items", metavar="VC-...[,...]", help="Only these evaluation items (ids or prefixes: VC-REG)."
+)
+@click.option(
+    "--tags", metavar="EXPR", help="Only scenarios whose tags match: 'area:REG and not item:VC-REG-08'."
+)
 @click.option("--professional", metavar="SSIN", help="The test professional the software logs in as.")
 @click.option(
     "--simulator-port",
@@ -305,32 +323,86 @@ def serve(ctx: click.Context, host: str, port: int, db: Path | None, admin_token
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder holding features/ and steps/ (default: the checkout the harness runs from).",
 )
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the report goes (default reports/run-<UTC time> in the current folder); must not exist.",
+)
+@click.option(
+    "--no-redact", is_flag=True, help="Keep SSINs, names and tokens in the report (local debugging)."
+)
+@click.option(
+    "--sign-key", type=click.Path(dir_okay=False, exists=True), help="Ed25519 key (PEM) signing the manifest."
+)
+@click.option(
+    "--waivers", type=click.Path(dir_okay=False, exists=True), help="waivers.toml of tolerated failures."
+)
+@click.option(
+    "--baseline", type=click.Path(exists=True), help="An earlier report.json (or its folder) to compare with."
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["error", "warning"]),
+    default="error",
+    show_default=True,
+    help="warning: a validation warning on any payload also fails the run.",
+)
+@click.option("--software-vendor", help="The software under test: vendor (shown in the report).")
+@click.option("--software-product", help="The software under test: product name.")
+@click.option("--software-version", help="The software under test: version.")
+@click.option("--ticket", help="The RSW integration ticket reference.")
+@click.option("--operator", help="Who ran the session.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary, not every scenario.")
-@click.pass_obj
+@click.pass_context
 def run(
-    app: AppContext,
+    ctx: click.Context,
     adapter: str,
     target: str,
+    ca_bundle: str | None,
+    insecure: bool,
+    allow_writes: bool,
     items: str | None,
     tags: str | None,
     professional: str | None,
     simulator_port: int,
     lang: str,
     suite_root: Path | None,
+    report_dir: Path | None,
+    no_redact: bool,
+    sign_key: str | None,
+    waivers: str | None,
+    baseline: str | None,
+    fail_on: str,
+    software_vendor: str | None,
+    software_product: str | None,
+    software_version: str | None,
+    ticket: str | None,
+    operator: str | None,
     quiet: bool,
 ) -> int:
     """Run the evaluation-session scenarios against the vendor software.
 
     With no option: the embedded simulator and the reference adapter, a complete passing run.
-    Exit 0 when every selected scenario passes, 1 when one fails, 2 on a configuration error.
+    Every run writes a report directory (report.json, report.html, junit.xml, ticket.md, Allure
+    results, redacted evidence and an integrity manifest). Exit 0 when every selected scenario passes
+    (or its failure is waived), 1 when one fails, 2 on a configuration error, 3 when a target is
+    unreachable.
     """
     from conformance.adapters.registry import AdapterSpec
     from conformance.fhir.definitions import PackageSet
+    from conformance.report import SoftwareUnderTest
+    from conformance.suite.reporting import ReportOptions, write_run_report
     from conformance.suite.runner import RunOptions, run_suite
 
+    app: AppContext = ctx.obj
+    config = ctx.find_root().meta.get(CONFIG_PATH_META)
     AdapterSpec.parse(adapter)  # a bad adapter is a usage error before anything starts
     PackageSet.load(app.cache)  # BeVaccination must be installed: a clear error now, not in a fixture
-    code, results = run_suite(
+    started = datetime.now(UTC)
+    directory = report_dir or Path("reports") / f"run-{started:%Y%m%d-%H%M%S}"
+    if directory.exists():
+        raise ConfigurationError(f"report directory {directory} already exists: choose another --report-dir")
+    _code, results = run_suite(
         RunOptions(
             adapter=adapter,
             target=target,
@@ -341,44 +413,55 @@ def run(
             package_cache=str(app.cache.root),
             simulator_port=simulator_port,
             suite_root=suite_root,
+            target_config=str(config) if config else None,
+            ca_bundle=ca_bundle,
+            insecure=insecure,
+            allow_writes=allow_writes,
             quiet=quiet,
         )
     )
     outcomes = list(results.scenarios.values())
-    counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("passed", "failed", "skipped")}
+    counts = {
+        status: sum(1 for o in outcomes if o.status == status) for status in ("passed", "failed", "skipped")
+    }
     click.echo(
         f"{len(outcomes)} scenario(s): {counts['passed']} passed, {counts['failed']} failed, "
         f"{counts['skipped']} skipped (adapter {adapter}, target {target})"
     )
     for outcome in results.failed:
         click.echo(f"FAILED {outcome.id} [{', '.join(outcome.items)}]")
-    return code
+    written, report, report_code = write_run_report(
+        ReportOptions(
+            directory=directory,
+            redact=not no_redact,
+            sign_key=sign_key,
+            waivers=waivers,
+            baseline=baseline,
+            fail_on=fail_on,
+            software=SoftwareUnderTest(software_vendor, software_product, software_version),
+            ticket=ticket,
+            operator=operator,
+        ),
+        results,
+        adapter=adapter,
+        target_kind="simulator" if target == "simulator" else "proxy",
+        target_url=target,
+        insecure=insecure,
+        language=lang,
+        cache=app.cache,
+        started=started,
+        finished=datetime.now(UTC),
+        command_line=sys.argv,
+    )
+    ready = "yes" if report["summary"]["ready"] else "no"
+    click.echo(f"ready to request the evaluation session: {ready}; report: {written / 'report.html'}")
+    return report_code  # the report knows waivers: a waived failure does not fail the run
 
 
 cli.add_command(etee_group)
-
-
-# -- commands that later versions provide -------------------------------------------------------
-
-
-def _not_yet(name: str, what: str) -> click.Command:
-    @click.command(
-        name,
-        help=f"{what} (not available in this version).",
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )
-    def command() -> None:
-        raise NotAvailableError(f"`{name}` is not available in this version of vaccicard-conformance yet")
-
-    return command
-
-
-for _name, _what in (
-    ("proxy", "Record the traffic between the vendor software and the acceptance API"),
-    ("report", "Render a report directory's report.json as HTML, Markdown or JUnit"),
-    ("verify-report", "Check a report directory against its integrity manifest"),
-):
-    cli.add_command(_not_yet(_name, _what))
+cli.add_command(proxy_command)
+for _command in REPORT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,9 @@ def recorded(
     vocabulary: Any,
     patient: Any,
     professional: Any,
+    run_id: str,
 ) -> dict[str, Any]:
-    intent = vaccination(table(datatable, _RECORD_ROWS), vocabulary, patient, professional)
+    intent = vaccination(table(datatable, _RECORD_ROWS), vocabulary, patient, professional, run_id)
     action = software.perform(intent)
     checks.reported_success(action, "the vaccination the scenario starts from")
     return checks.register_holds_one(endpoint, action.business_identifier)

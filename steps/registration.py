@@ -52,12 +52,15 @@ def table(datatable: list[list[str]], allowed: set[str]) -> dict[str, str]:
     return rows
 
 
-def key(rows: dict[str, str]) -> Identifier | None:
+def key(rows: dict[str, str], run_id: str = "") -> Identifier | None:
+    """The business identifier the table gives, made unique to this run with ``run_id``."""
     value = rows.get("business identifier")
-    return Identifier(SCENARIO_KEYS, value) if value else None
+    return Identifier(SCENARIO_KEYS, f"{value}-{run_id}" if run_id else value) if value else None
 
 
-def vaccination(rows: dict[str, str], vocabulary: Any, patient: Any, professional: Any) -> RecordVaccination:
+def vaccination(
+    rows: dict[str, str], vocabulary: Any, patient: Any, professional: Any, run_id: str = ""
+) -> RecordVaccination:
     """The RecordVaccination the table describes."""
     product = None
     if {"CNK", "lot number", "lot expiry"} & set(rows):
@@ -79,7 +82,7 @@ def vaccination(rows: dict[str, str], vocabulary: Any, patient: Any, professiona
         body_site=site,
         care_setting=CareSetting(rows["place"], rows.get("place name")) if "place" in rows else None,
         reaction=reaction,
-        business_identifier=key(rows),
+        business_identifier=key(rows, run_id),
         note=rows.get("note"),
         professional=professional.ssin,
     )
@@ -87,9 +90,14 @@ def vaccination(rows: dict[str, str], vocabulary: Any, patient: Any, professiona
 
 @when("the professional records a vaccination:", target_fixture="action")
 def records(
-    software: Software, datatable: list[list[str]], vocabulary: Any, patient: Any, professional: Any
+    software: Software,
+    datatable: list[list[str]],
+    vocabulary: Any,
+    patient: Any,
+    professional: Any,
+    run_id: str,
 ) -> Action:
-    intent = vaccination(table(datatable, _RECORD_ROWS), vocabulary, patient, professional)
+    intent = vaccination(table(datatable, _RECORD_ROWS), vocabulary, patient, professional, run_id)
     return software.perform(intent)
 
 
@@ -104,7 +112,12 @@ def records_again(software: Software, action: Action) -> Action:
 
 @when("the professional records a vaccination not given:", target_fixture="action")
 def records_not_done(
-    software: Software, datatable: list[list[str]], vocabulary: Any, patient: Any, professional: Any
+    software: Software,
+    datatable: list[list[str]],
+    vocabulary: Any,
+    patient: Any,
+    professional: Any,
+    run_id: str,
 ) -> Action:
     rows = table(datatable, _NOT_DONE_ROWS)
     intent = RecordNotDone(
@@ -113,7 +126,7 @@ def records_not_done(
         status_reason=vocabulary.coding("status reason", rows["status reason"]),
         kind=rows["kind"],  # type: ignore[arg-type]
         occurrence=rows.get("date"),
-        business_identifier=key(rows),
+        business_identifier=key(rows, run_id),
         note=rows.get("note"),
         professional=professional.ssin,
     )

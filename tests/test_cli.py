@@ -24,16 +24,6 @@ def test_version(capsys) -> None:
     assert code == 0 and __version__ in out
 
 
-@pytest.mark.parametrize("command", ["proxy", "report", "verify-report"])
-def test_commands_of_later_versions_say_so_and_exit_2(capsys, command: str) -> None:
-    code, out, err = run(capsys, command)
-    assert code == 2 and out == ""
-    assert err.strip() == (
-        f"vaccicard-conformance: error: `{command}` is not available in this version of "
-        "vaccicard-conformance yet"
-    )
-
-
 @pytest.mark.parametrize(
     "command",
     ["run", "validate", "serve", "proxy", "packages", "report", "verify-report", "packages install"],

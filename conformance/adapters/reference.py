@@ -58,6 +58,7 @@ from conformance.adapters.intents import (
     RecordVaccination,
 )
 from conformance.errors import ConfigurationError, TargetUnreachableError
+from conformance.live.iam import AuthenticationError, TokenProvider
 
 __all__ = [
     "DEFAULT_IDENTIFIER_SYSTEM",
@@ -121,6 +122,7 @@ class ReferenceAdapter:
         renew_margin: float = 30.0,
         timeout: float = 30.0,
         verify: bool | str | ssl.SSLContext = True,
+        token_provider: TokenProvider | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -129,6 +131,8 @@ class ReferenceAdapter:
         ``professional``: the SSIN or NIHDI number used as ``login_hint``. ``max_attempts``: tries per
         request on 429/5xx/transport errors; ``max_wait``: the longest ``Retry-After`` honoured.
         ``verify``: TLS trust (httpx's: True for the system store, a CA bundle path or an SSLContext).
+        ``token_provider``: where tokens come from instead of the built-in login (the live client of
+        ``conformance.live.iam``: a browser login at the acceptance environment, or an organisation).
         ``sleep``/``clock`` are injectable so tests need not wait.
         """
         if max_attempts < 1:
@@ -148,6 +152,7 @@ class ReferenceAdapter:
         self.sleep = sleep
         self.clock = clock
         self.http = httpx.Client(timeout=timeout, follow_redirects=False, verify=verify)
+        self.token_provider = token_provider
         self._tokens: dict[str, _Token] = {}
         self._acting = professional
         self._discovery: dict[str, Any] | None = None
@@ -217,6 +222,16 @@ class ReferenceAdapter:
         return self._discovery
 
     def _access_token(self) -> _Token:
+        if self.token_provider is not None:
+            force = self._acting not in self._tokens  # forgotten after a 401: ask for a new one
+            try:
+                access = self.token_provider.access_token(force_renew=force)
+            except AuthenticationError as error:
+                raise _Rejected.login(error.message) from None
+            token = self._tokens[self._acting] = _Token(
+                access, float("inf"), None, dict(self.token_provider.claims)
+            )
+            return token
         token = self._tokens.get(self._acting)
         if token is None or self.clock() >= token.expires_at - self.renew_margin:
             token = self._tokens[self._acting] = self._renew(token)
@@ -388,7 +403,9 @@ class ReferenceAdapter:
         while url is not None:
             pages += 1
             if pages > 1000:
-                raise RegisterUnavailable("the register's history has more than 1000 pages; stopped following next")
+                raise RegisterUnavailable(
+                    "the register's history has more than 1000 pages; stopped following next"
+                )
             response = self._send("GET", url, params=params)
             raise_for_refusal(response, "reading the history")
             bundle = response.json()
@@ -406,6 +423,27 @@ class ReferenceAdapter:
             record_ids=tuple(v.record_id for v in shown if v.record_id),
             vaccinations=tuple(shown),
         )
+
+    def search(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Every Immunization a search finds, following next links (for the harness's own checks)."""
+        found: list[dict[str, Any]] = []
+        url: str | None = f"{self.fhir_base_url}/Immunization"
+        query: Mapping[str, str] | None = params
+        while url is not None and len(found) < 100_000:
+            response = self._send("GET", url, params=query)
+            if response.status_code != 200:
+                raise TargetUnreachableError(f"searching {url} answered HTTP {response.status_code}")
+            bundle = response.json()
+            found += [
+                e["resource"]
+                for e in bundle.get("entry", [])
+                if e.get("resource", {}).get("resourceType") == "Immunization"
+            ]
+            url = next(
+                (link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None
+            )
+            query = None
+        return found
 
     def _find(self, identifier: Identifier) -> str:
         response = self._send(

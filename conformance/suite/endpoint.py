@@ -8,13 +8,16 @@ expire the tokens it issued.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+import pytest
 
 from conformance.belgium.identifiers import SSIN as SSIN_SYSTEM
 from conformance.simulator.faults import Fault, FaultOperation
 from conformance.traffic.recorder import Exchange
 
-__all__ = ["Endpoint", "SimulatorEndpoint"]
+__all__ = ["Endpoint", "ProxyEndpoint", "SimulatorEndpoint"]
 
 
 class Endpoint(Protocol):
@@ -22,6 +25,8 @@ class Endpoint(Protocol):
 
     kind: str
     """``simulator``, ``proxy`` (the live API watched through the recording proxy) ..."""
+    environment: str
+    """``simulator``, ``acceptance`` or ``production`` (what the register is)."""
 
     @property
     def fhir_base_url(self) -> str: ...
@@ -70,6 +75,7 @@ class SimulatorEndpoint:
     """The embedded simulator (``conformance.simulator.app.Simulator``) as an ``Endpoint``."""
 
     kind = "simulator"
+    environment = "simulator"
 
     def __init__(self, simulator: Any) -> None:
         self.simulator = simulator
@@ -111,3 +117,74 @@ class SimulatorEndpoint:
             patient_identifier=(SSIN_SYSTEM, patient) if patient is not None else None,
         )
         return [stored.resource for stored in found]
+
+
+class ProxyEndpoint:
+    """A live register (the acceptance API, or a ``serve``d simulator) watched through the recording proxy.
+
+    The steps see the traffic the proxy recorded. What only the embedded simulator can do (inject a
+    fault, expire tokens, end sessions) skips the scenario, for the manual evaluation session to check.
+    The register is not emptied between scenarios: scenarios use business identifiers of their own.
+    ``search`` finds records through the API (the harness's own client, with its own token).
+    """
+
+    kind = "proxy"
+
+    def __init__(
+        self,
+        proxy: Any,
+        recorder: Any,
+        *,
+        iam_base_url: str,
+        environment: str,
+        search: Callable[[Mapping[str, str]], list[dict[str, Any]]],
+    ) -> None:
+        self.proxy = proxy
+        self.recorder = recorder
+        self._iam_base_url = iam_base_url
+        self.environment = environment
+        self._search = search
+
+    @property
+    def fhir_base_url(self) -> str:
+        return str(self.proxy.base_url)
+
+    @property
+    def iam_base_url(self) -> str:
+        return self._iam_base_url
+
+    def mark(self) -> int:
+        return int(self.recorder.mark())
+
+    def exchanges(self, since: int | None = None, **filters: Any) -> list[Exchange]:
+        return list(self.recorder.exchanges(since, **filters))
+
+    def reset(self) -> None:
+        """Nothing to empty: a live register keeps its records."""
+
+    def reset_faults(self) -> None:
+        """No fault is ever pending on a live register."""
+
+    def add_fault(self, fault: Fault, operation: FaultOperation = "any", times: int | None = 1) -> None:
+        self._cannot(f"answer {fault.kind} faults on demand")
+
+    def expire_tokens(self) -> None:
+        self._cannot("expire the tokens IAM Connect issued")
+
+    def end_sessions(self) -> None:
+        self._cannot("end IAM Connect sessions")
+
+    def records(
+        self, *, identifier: tuple[str, str] | None = None, patient: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {}
+        if identifier is not None:
+            params["identifier"] = f"{identifier[0]}|{identifier[1]}"
+        if patient is not None:
+            params["patient.identifier"] = f"{SSIN_SYSTEM}|{patient}"
+        return self._search(params)
+
+    def _cannot(self, what: str) -> None:
+        pytest.skip(
+            f"a live register cannot {what}: this scenario runs on the simulator or in the manual session"
+        )

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from conformance.adapters.registry import AdapterSpec, build_adapter
-from conformance.errors import ConfigurationError
-from conformance.suite.endpoint import SimulatorEndpoint
+from conformance.suite.endpoint import ProxyEndpoint, SimulatorEndpoint
 from conformance.suite.software import Software
 
 __all__ = ["DEFAULT_PROFESSIONAL", "SuiteOptions"]
@@ -45,12 +44,25 @@ class SuiteOptions:
     lang: str
     simulator_port: int
     package_cache: str | None
+    live: Any = None
+    """The live ``Target`` (``conformance.live.targets``) when ``--target`` is not the embedded simulator."""
+    allow_writes: bool = False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vaccicard", "vaccicard-conformance evaluation suite")
     group.addoption("--adapter", default="reference", help="adapter KIND[:ARG] (see `run --help`)")
-    group.addoption("--target", default="simulator", help="the register: simulator (default)")
+    group.addoption(
+        "--target",
+        default="simulator",
+        help="the register: simulator (embedded), a target name or a FHIR URL",
+    )
+    group.addoption("--target-config", default=None, help="vaccicard.toml naming the targets")
+    group.addoption("--ca-bundle", default=None, help="extra CAs to trust for a live target (PEM)")
+    group.addoption("--insecure", action="store_true", help="do not verify a live target's TLS certificate")
+    group.addoption(
+        "--allow-writes", action="store_true", help="let scenarios write to a target not marked acceptance"
+    )
     group.addoption("--professional", default=DEFAULT_PROFESSIONAL, help="SSIN the software logs in as")
     group.addoption("--lang", default="en", choices=("en", "fr", "nl", "de"), help="report language")
     group.addoption("--simulator-port", type=int, default=0, help="port of the simulator (0: any)")
@@ -135,9 +147,17 @@ def pytest_bdd_apply_tag(tag: str, function: Any) -> bool | None:
 def suite(pytestconfig: pytest.Config) -> SuiteOptions:
     """The suite's options (adapter, target, professional, language ...)."""
     target = pytestconfig.getoption("--target")
+    live = None
     if target != "simulator":
-        raise ConfigurationError(f"unknown target {target!r}: this version runs against the simulator")
+        from conformance.live.targets import resolve_target
+
+        overrides = {"ca_bundle": pytestconfig.getoption("--ca-bundle")}
+        if pytestconfig.getoption("--insecure"):
+            overrides["insecure"] = True
+        live = resolve_target(target, config=pytestconfig.getoption("--target-config"), overrides=overrides)
     return SuiteOptions(
+        live=live,
+        allow_writes=pytestconfig.getoption("--allow-writes"),
         adapter=AdapterSpec.parse(pytestconfig.getoption("--adapter")),
         target=target,
         professional=pytestconfig.getoption("--professional"),
@@ -160,6 +180,17 @@ def suite_validator(suite: SuiteOptions, request: pytest.FixtureRequest) -> Any:
     else:
         packages = request.getfixturevalue("package_set")
     return Validator(packages, terminology=Terminology(packages))
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """A short id of this run, appended to the business identifiers the scenarios give.
+
+    A live register keeps its records from run to run; the suffix keeps each run's records its own.
+    """
+    import uuid
+
+    return uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="session")
@@ -193,10 +224,65 @@ def suite_simulator(suite: SuiteOptions, suite_validator: Any, testdata: Any) ->
 
 
 @pytest.fixture
-def endpoint(suite_simulator: Any) -> SimulatorEndpoint:
-    """The register for one scenario: emptied, without pending faults."""
-    suite_simulator.reset()
-    return SimulatorEndpoint(suite_simulator)
+def endpoint(suite: SuiteOptions, request: pytest.FixtureRequest) -> Any:
+    """The register for one scenario: the simulator emptied, or the live register behind the proxy."""
+    if suite.live is not None:
+        return request.getfixturevalue("live_register").endpoint
+    simulator = request.getfixturevalue("suite_simulator")
+    simulator.reset()
+    return SimulatorEndpoint(simulator)
+
+
+@dataclass
+class LiveRegister:
+    """A live target watched through the recording proxy, and the harness's own client for it."""
+
+    endpoint: ProxyEndpoint
+    options: dict[str, Any]
+    """What the built-in clients need to reach it (token provider, TLS trust)."""
+
+
+@pytest.fixture(scope="session")
+def live_register(suite: SuiteOptions, suite_validator: Any) -> Iterator[LiveRegister]:
+    """The live target behind a recording proxy on 127.0.0.1, for the whole session."""
+    from urllib.parse import urlsplit
+
+    from conformance.adapters.reference import ReferenceAdapter
+    from conformance.live.iam import login_provider
+    from conformance.live.tls import httpx_verify
+    from conformance.proxy import RecordingProxy
+    from conformance.traffic.recorder import TrafficRecorder
+
+    target = suite.live
+    verify = httpx_verify(target)
+    provider = None if target.environment == "simulator" else login_provider(target)
+    options: dict[str, Any] = {"verify": verify, "token_provider": provider, "audience": target.audience}
+    if target.client_id:
+        options["client_id"] = target.client_id
+    recorder = TrafficRecorder(fhir_base=urlsplit(target.fhir_base_url).path)
+    harness = ReferenceAdapter(
+        target.fhir_base_url, target.issuer, professional=suite.professional, **options
+    )
+    try:
+        with RecordingProxy(
+            target.fhir_base_url,
+            recorder=recorder,
+            validator=suite_validator,
+            verify=verify,
+            timeout=target.timeout,
+        ) as proxy:
+            endpoint = ProxyEndpoint(
+                proxy,
+                recorder,
+                iam_base_url=target.issuer,
+                environment=target.environment,
+                search=harness.search,
+            )
+            yield LiveRegister(endpoint, options)
+    finally:
+        harness.close()
+        if provider is not None:
+            provider.close()
 
 
 @pytest.fixture(scope="session")
@@ -217,15 +303,18 @@ def _software(suite: SuiteOptions, endpoint: Any, fhir: str, iam: str, builtin: 
         lang=suite.lang,
         options=options,
     )
-    return Software(adapter, endpoint, builtin=suite.adapter.is_builtin)
+    writes = suite.allow_writes or endpoint.environment in ("simulator", "acceptance")
+    return Software(adapter, endpoint, builtin=suite.adapter.is_builtin, writes_allowed=writes)
 
 
 @pytest.fixture
-def software(
-    suite: SuiteOptions, endpoint: SimulatorEndpoint, builtin_options: dict[str, Any]
-) -> Iterator[Software]:
+def software(suite: SuiteOptions, endpoint: Any, request: pytest.FixtureRequest) -> Iterator[Software]:
     """The software under test, driven through the chosen adapter, watched through ``endpoint``."""
-    built = _software(suite, endpoint, endpoint.fhir_base_url, endpoint.iam_base_url, builtin_options)
+    if suite.live is not None:
+        options = request.getfixturevalue("live_register").options
+    else:
+        options = request.getfixturevalue("builtin_options")
+    built = _software(suite, endpoint, endpoint.fhir_base_url, endpoint.iam_base_url, options)
     yield built
     built.close()
 

@@ -36,6 +36,10 @@ class RunOptions:
     package_cache: str | None = None
     simulator_port: int = 0
     suite_root: Path | None = None
+    target_config: str | None = None
+    ca_bundle: str | None = None
+    insecure: bool = False
+    allow_writes: bool = False
     quiet: bool = False
     extra_args: Sequence[str] = field(default_factory=tuple)
 
@@ -72,6 +76,12 @@ def pytest_args(options: RunOptions, root: Path) -> list[str]:
         args += ["--professional", options.professional]
     if options.package_cache:
         args += ["--package-cache", options.package_cache]
+    if options.target_config:
+        args += ["--target-config", options.target_config]
+    if options.ca_bundle:
+        args += ["--ca-bundle", options.ca_bundle]
+    args += ["--insecure"] if options.insecure else []
+    args += ["--allow-writes"] if options.allow_writes else []
     if options.items:
         args += ["--items", options.items]
     if options.tags:

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import pytest
+
 from conformance.adapters import Adapter
-from conformance.adapters.intents import AdapterResult, Identifier, Intent
+from conformance.adapters.intents import AdapterResult, Identifier, Intent, ReadHistory
 from conformance.errors import TargetUnreachableError
 from conformance.suite.endpoint import Endpoint
 from conformance.traffic.recorder import Exchange
@@ -63,10 +65,19 @@ class Software:
     endpoint: Endpoint
     builtin: bool = False
     """True for the harness's own clients: a register they cannot reach is what they show the user."""
+    writes_allowed: bool = True
+    """False for a register not marked acceptance (production) without ``--allow-writes``."""
     actions: list[Action] = field(default_factory=list)
 
     def perform(self, intent: Intent) -> Action:
-        """Carry out ``intent`` and keep the exchanges the endpoint received meanwhile."""
+        """Carry out ``intent`` and keep the exchanges the endpoint received meanwhile.
+
+        A write to a register where writes are not allowed skips the scenario instead.
+        """
+        if not self.writes_allowed and not isinstance(intent, ReadHistory):
+            pytest.skip(
+                f"this scenario writes to a {self.endpoint.environment} register: give --allow-writes to run it"
+            )
         mark = self.endpoint.mark()
         started = time.perf_counter()
         try:
