@@ -95,3 +95,60 @@ def test_an_existing_report_directory_is_refused(
 ) -> None:
     code, out = run(capsys, package_cache, tmp_path)
     assert code == 2 and "already exists" in out
+
+
+def test_allure_results_label_area_and_items_and_attach_the_failing_evidence(
+    capsys: Any, package_cache: PackageCache, tmp_path: Path
+) -> None:
+    folder = tmp_path / "allure"
+    assert (
+        run(
+            capsys,
+            package_cache,
+            folder,
+            "--items",
+            "VC-REG-08",
+            "--adapter",
+            "faulty:wrong-patient-identifier",
+        )[0]
+        == 1
+    )
+    [result] = [json.loads(p.read_text()) for p in (folder / "allure-results").glob("*-result.json")]
+    labels = {(label["name"], label["value"]) for label in result["labels"]}
+    assert {("epic", "REG"), ("story", "VC-REG-08")} <= labels
+    [failing] = [step for step in result["steps"] if step["status"] == "failed"]
+    attached = [
+        json.loads((folder / "allure-results" / a["source"]).read_text()) for a in failing["attachments"]
+    ]
+    assert any(e["method"] == "POST" and e["response_status"] == 422 for e in attached)
+
+
+def test_the_ci_gate_waivers_baseline_and_fail_on(
+    capsys: Any, package_cache: PackageCache, tmp_path: Path
+) -> None:
+    his = ["--items", "VC-HIS-03"]
+    faulty = [*his, "--adapter", "faulty:first-page-only"]
+    assert run(capsys, package_cache, tmp_path / "before", *his)[0] == 0
+    code, _ = run(capsys, package_cache, tmp_path / "after", *faulty, "--baseline", str(tmp_path / "before"))
+    assert code == 1
+    assert load_report(tmp_path / "after")["baseline"]["new_failures"] == ["VC-HIS-03"]
+
+    def waivers(expires: str) -> str:
+        path = tmp_path / f"waivers-{expires}.toml"
+        path.write_text(
+            f'[[waiver]]\nitem = "VC-HIS-03"\nreason = "paging ships in 4.3"\nticket = "RSW-77"\nexpires = {expires}\n',
+            encoding="utf-8",
+        )
+        return str(path)
+
+    assert (
+        run(capsys, package_cache, tmp_path / "waived", *faulty, "--waivers", waivers("2099-12-31"))[0] == 0
+    )
+    assert verdicts(load_report(tmp_path / "waived"))["VC-HIS-03"] == "waived"
+    assert (
+        run(capsys, package_cache, tmp_path / "expired", *faulty, "--waivers", waivers("2020-01-01"))[0] == 1
+    )
+
+    nd = ["--items", "VC-ND-03"]  # the IG's display of OSTOCK differs from v3-ActReason's: a warning
+    assert run(capsys, package_cache, tmp_path / "errors", *nd)[0] == 0
+    assert run(capsys, package_cache, tmp_path / "warnings", *nd, "--fail-on", "warning")[0] == 1

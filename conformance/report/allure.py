@@ -1,8 +1,10 @@
 """Allure results (``allure-results/<uuid>-result.json``): the report's scenarios for an Allure server.
 
-One result per scenario, with its steps, labels (``parentSuite`` = area, ``suite`` = first item,
-``feature``, ``tag``), the failure message and links to the item's IG rules. UUIDs are derived from
-the run's start and the scenario id, so re-rendering the same report gives the same files.
+One result per scenario, with its steps, labels (``epic`` = evaluation area, ``story`` = each item,
+``parentSuite`` = area, ``suite`` = first item, ``feature``, ``tag``), the failure message, links to
+the item's IG rules, and the exchanges the failing check judged attached (redacted JSON, as in the
+evidence) to the failing step. UUIDs are derived from the run's start and the scenario id, so
+re-rendering the same report gives the same files.
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ def _ms(moment: str) -> int:
 
 
 def _result(
-    scenario: Mapping[str, Any], items: Mapping[str, Any], start: int, run_key: str
+    scenario: Mapping[str, Any],
+    items: Mapping[str, Any],
+    start: int,
+    run_key: str,
+    attachments: list[dict[str, str]],
 ) -> dict[str, Any]:
     home = next((items[i] for i in scenario["items"] if i in items), None)
     labels = [{"name": "feature", "value": scenario["feature"]}, {"name": "framework", "value": "pytest-bdd"}]
+    labels += [{"name": "story", "value": item} for item in scenario["items"]]
     if home is not None:
+        labels.append({"name": "epic", "value": home["area"]})
         labels += [{"name": "parentSuite", "value": home["area"]}, {"name": "suite", "value": home["id"]}]
         labels.append({"name": "severity", "value": "blocker" if home["blocking"] else "normal"})
     labels += [{"name": "tag", "value": tag} for tag in scenario["tags"]]
@@ -48,6 +56,8 @@ def _result(
         }
         if step["message"]:
             entry["statusDetails"] = {"message": step["message"]}
+        if step["status"] == "failed" and attachments:
+            entry["attachments"] = attachments
         steps.append(entry)
         clock = stop
     status = "skipped" if scenario["waived"] else scenario["status"]
@@ -80,7 +90,17 @@ def allure_results(source: ReportSource) -> dict[str, bytes]:
     run_key = f"vaccicard-conformance/{report['run']['started']}"
     files = {}
     for scenario in report["scenarios"]:
-        result = _result(scenario, items, clock, run_key)
+        attachments = []
+        for exchange_id in scenario.get("failed_evidence", []):
+            exchange = source.exchanges.get(exchange_id)
+            if exchange is None:
+                continue
+            key = f"{run_key}/{scenario['id']}/{exchange_id}"
+            name = f"{uuid.uuid5(uuid.NAMESPACE_URL, key)}-attachment.json"
+            files[name] = orjson.dumps(exchange.to_json(), option=orjson.OPT_INDENT_2, default=str)
+            title = f"exchange {exchange_id}: {exchange.method} {exchange.path}"
+            attachments.append({"name": title, "source": name, "type": "application/json"})
+        result = _result(scenario, items, clock, run_key, attachments)
         files[f"{result['uuid']}-result.json"] = orjson.dumps(result, option=orjson.OPT_INDENT_2)
         clock = result["stop"]
     return files

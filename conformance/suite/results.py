@@ -3,8 +3,9 @@
 ``ResultCollector`` is a pytest plugin object: pytest-bdd's hooks give it each scenario's steps with
 their status, duration and failure message (a ``CheckFailed`` also brings its FHIR issues and the
 exchanges it judged), and the ``software`` fixture gives it every exchange the register received while
-the software acted. ``scenarios`` lists the outcomes in the order they ran; ``exchanges`` holds the
-evidence by exchange id. The report is built from these alone.
+the software acted, with the validation issues the register found in their payloads. ``scenarios``
+lists the outcomes in the order they ran; ``exchanges`` holds the evidence by exchange id. The report
+is built from these alone.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from conformance.evaluation_items import item_ids_in_tags
 from conformance.traffic.recorder import Exchange
 
 __all__ = ["ResultCollector", "ScenarioOutcome", "StepOutcome"]
+
+_ISSUE_KEYS = ("severity", "code", "expression", "message", "rule", "profile")
 
 
 @dataclass
@@ -94,7 +97,7 @@ class ResultCollector:
         self._step(request, scenario, step, "skipped" if skipped else "failed", str(exception))
         outcome = self.scenarios.get(request.node.nodeid)
         if outcome is not None and not skipped:
-            outcome.issues = list(getattr(exception, "issues", []))
+            outcome.issues = [*getattr(exception, "issues", []), *outcome.issues]
             outcome.failed_evidence = list(getattr(exception, "evidence", []))
 
     @pytest.hookimpl
@@ -114,6 +117,10 @@ class ResultCollector:
                 self.exchanges[exchange.id] = exchange
                 if exchange.id not in outcome.evidence:
                     outcome.evidence.append(exchange.id)
+                for issue in exchange.validation:  # what the register's validator said of the payload
+                    found = {key: issue.get(key) for key in _ISSUE_KEYS}
+                    if found not in outcome.issues:
+                        outcome.issues.append(found)
 
     # -- pytest hooks --------------------------------------------------------------------------------
 
