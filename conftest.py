@@ -32,6 +32,7 @@ pytest_plugins = [
     "steps.correction",
     "steps.errors",
     "steps.auth",
+    "steps.etee",
 ]
 
 ROOT = Path(__file__).resolve().parent

@@ -29,6 +29,7 @@ from conformance.adapters.reference import (
 )
 from conformance.errors import ConfigurationError
 from conformance.simulator.faults import Fault
+from tests.test_adapters_etee_client import etee_options
 from tests.test_adapters_reference import (
     HEP_B,
     IDS,
@@ -288,3 +289,64 @@ def test_own_records_only(simulator: Any, make: Make) -> None:
     assert adapter.perform(full_record(business_identifier=own)).succeeded
     shown = adapter.perform(ReadHistory(PATIENT)).vaccinations
     assert [v.business_identifier for v in shown] == [own]
+
+
+# --- the encrypted variant: each defect is refused by the register with its own rule ---------------------
+
+
+@pytest.fixture
+def sealing(simulator: Any) -> Callable[[str], tuple[Any, Any]]:
+    """Record the full vaccination sealed with a defect; the result and the one sealed exchange."""
+
+    def record(defect: str) -> tuple[Any, Any]:
+        adapter = FaultyAdapter(
+            defect,
+            simulator.fhir_base_url,
+            simulator.base_url + "/auth",
+            professional=PHYSICIAN_SSIN,
+            sleep=lambda _seconds: None,
+            etee=etee_options(simulator),
+        )
+        try:
+            result = adapter.perform(full_record(encrypted=True))
+        finally:
+            adapter.close()
+        [exchange] = [e for e in simulator.traffic.exchanges() if e.path.startswith("/etee/")]
+        assert exchange.response_status == 400 and not result.succeeded
+        assert simulator.store.search(identifier=(IDS, "ref-1"))[0] == []
+        return result, exchange
+
+    return record
+
+
+def test_etee_wrong_recipient(sealing: Callable[[str], tuple[Any, Any]]) -> None:
+    result, exchange = sealing("etee-wrong-recipient")
+    assert exchange.tags["rule"] == "etee-wrong-recipient"
+    assert result.outcome == "rejected" and "not for this recipient" in (result.message or "")
+
+
+def test_etee_tampered(sealing: Callable[[str], tuple[Any, Any]]) -> None:
+    result, exchange = sealing("etee-tampered")
+    assert exchange.tags["rule"] == "etee-decryption-failed"
+    assert "padding" in (result.message or "")
+
+
+def test_etee_signer_mismatch(sealing: Callable[[str], tuple[Any, Any]]) -> None:
+    _result, exchange = sealing("etee-signer-mismatch")
+    assert exchange.tags["rule"] == "etee-signer-mismatch"
+
+
+def test_etee_expired_certificate(sealing: Callable[[str], tuple[Any, Any]]) -> None:
+    _result, exchange = sealing("etee-expired-certificate")
+    assert exchange.tags["rule"] == "etee-certificate-expired"
+
+
+def test_etee_stale_signing_time(sealing: Callable[[str], tuple[Any, Any]]) -> None:
+    result, exchange = sealing("etee-stale-signing-time")
+    assert exchange.tags["rule"] == "etee-signing-time-skew"
+    assert "behind now" in (result.message or "")
+
+
+def test_an_etee_defect_without_etee_options_changes_nothing(simulator: Any, make: Make) -> None:
+    assert make("etee-tampered").perform(full_record()).succeeded
+    assert make("etee-tampered").perform(full_record(encrypted=True)).outcome == "failed"

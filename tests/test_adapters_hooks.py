@@ -106,6 +106,12 @@ def test_http_hook_reports_a_rejection(simulator: Any, hook: HttpHookAdapter) ->
     assert "422" in (result.message or "") and result.issues and result.issues[0].text
 
 
+def test_http_hook_does_not_implement_the_encrypted_variant(simulator: Any, hook: HttpHookAdapter) -> None:
+    result = hook.perform(full_record("hook-5", encrypted=True))
+    assert result.outcome == "failed" and "encrypted variant" in (result.message or "")
+    assert simulator.traffic.exchanges() == []
+
+
 def test_command_hook_end_to_end(simulator: Any) -> None:
     adapter = CommandAdapter([*hook_argv(simulator), "--stdin"], timeout=60)
     result = adapter.perform(full_record("cmd-1"))

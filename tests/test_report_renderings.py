@@ -328,6 +328,19 @@ def test_curl_form_body() -> None:
     assert curl_command(exchange).endswith("--data-binary 'grant_type=x&code=TOKEN-1'")
 
 
+def test_curl_binary_body_is_read_from_a_file_not_shown() -> None:
+    sealed = b"\x30\x82\xff\xfe SSIN=75040201177 Luc Exemplaire \x00\x9f"
+    exchange = Exchange(
+        method="POST",
+        url="http://h/etee/fhir/Immunization",
+        request_headers=[("Content-Type", "application/pkcs7-mime")],
+        request_body=sealed,
+    )
+    command = curl_command(exchange)
+    assert command.startswith(f"# the request body is {len(sealed)} bytes of binary content")
+    assert command.endswith("--data-binary @body.bin") and "75040201177" not in command
+
+
 # -- messages ---------------------------------------------------------------------------------------------
 
 

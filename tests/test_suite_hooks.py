@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HOOK = ROOT / "examples" / "vendor-hook" / "vendor_hook.py"
 PROFESSIONAL = ("--professional", "75040201177", "--port", "0")
 UNTRUSTED_TLS = "The software refuses a register whose certificate it cannot verify"
+PLAIN = "not area:ETE"
+"""The example hook does not implement the encrypted variant: its scenarios are left out."""
 
 
 def free_port() -> int:
@@ -59,10 +61,12 @@ def test_the_http_adapter_passes_the_suite_with_the_example_hook(
             simulator_port=port,
             suite_root=ROOT,
             quiet=True,
+            tags=PLAIN,
         )
     )
     outcomes = {o.name: o for o in results.scenarios.values()}
     assert [o.name for o in results.failed] == [] and code == 0
+    assert not any(item.startswith("VC-ETE") for o in outcomes.values() for item in o.items)
     assert outcomes[UNTRUSTED_TLS].status == "skipped"
     assert "cannot point the software at another register" in (outcomes[UNTRUSTED_TLS].skip_reason or "")
     assert sum(o.status == "passed" for o in outcomes.values()) == len(outcomes) - 1
@@ -79,6 +83,24 @@ def test_the_command_adapter_runs_the_hook_with_the_endpoint_filled_in(package_c
             package_cache=str(package_cache.root),
             suite_root=ROOT,
             quiet=True,
+            tags=PLAIN,
         )
     )
     assert code == 0 and results.scenarios and not results.failed
+
+
+def test_the_encrypted_scenarios_fail_with_a_hook_that_cannot_seal(package_cache: PackageCache) -> None:
+    command = shlex.join([sys.executable, str(HOOK)]) + (
+        " --fhir {fhir_base_url} --iam {iam_base_url} --professional {professional} --stdin"
+    )
+    code, results = run_suite(
+        RunOptions(
+            adapter=f"command:{command}",
+            tags="area:ETE",
+            package_cache=str(package_cache.root),
+            suite_root=ROOT,
+            quiet=True,
+        )
+    )
+    assert code == 1 and len(results.failed) == len(results.scenarios) == 3
+    assert all("the software sent no sealed message" in (o.message or "") for o in results.failed)

@@ -6,7 +6,8 @@ the software under test carry it out and reports what the software showed. Kinds
 correct built-in client of the Vaccicard API (``reference.ReferenceAdapter``); ``faulty:<defect>``, the
 reference client with one deliberate defect, which proves each check can fail (``faulty``); ``http``,
 the intent POSTed to the vendor's hook (``http_hook``); ``command``, the vendor's command with the
-intent on stdin (``command``). ``examples/vendor-hook/`` shows a vendor the ``http`` and ``command``
+intent on stdin (``command``). The built-in clients send an intent marked ``encrypted`` sealed for
+Vaccicard through ``etee_client``. ``examples/vendor-hook/`` shows a vendor the ``http`` and ``command``
 contracts.
 """
 

@@ -4,18 +4,25 @@
 ``ReferenceAdapter`` except for the one thing its ``defect`` names. The suite runs every check against
 these to prove each check can fail: a check that passes with a faulty adapter is a defect of ours.
 ``DEFECTS`` maps each defect name to a one-line description (listed by ``run --help`` as
-``faulty:<name>``).
+``faulty:<name>``). The ``etee-*`` defects live in the sealing transport of the encrypted variant
+(``FaultyEtee``): they change nothing without ``etee`` options, and the register refuses each of their
+sealed messages with the unsealing rule of the defect.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import httpx
+from asn1crypto import cms
+
+from conformance.adapters.etee_client import EteeFailure, EteeOptions, SealingTransport
 from conformance.adapters.intents import (
     AdapterResult,
     CancelVaccination,
@@ -37,8 +44,18 @@ from conformance.adapters.reference import (
     recorder_extension,
 )
 from conformance.errors import ConfigurationError
+from conformance.etee.cms import sign, verify_signed
+from conformance.etee.etk import Etk
+from conformance.etee.pki import Credentials, Holder, TestPki
+from conformance.etee.seal import seal
 
-__all__ = ["DEFECTS", "OTHER_PROFESSIONAL_NIHDI", "WRONG_SSIN_SYSTEM", "FaultyAdapter"]
+__all__ = [
+    "DEFECTS",
+    "OTHER_PROFESSIONAL_NIHDI",
+    "OTHER_PROFESSIONAL_SSIN",
+    "WRONG_SSIN_SYSTEM",
+    "FaultyAdapter",
+]
 
 DEFECTS: Mapping[str, str] = MappingProxyType(
     {
@@ -64,6 +81,11 @@ DEFECTS: Mapping[str, str] = MappingProxyType(
         "own-records-only": "shows in the history only the vaccinations this software recorded itself",
         "retries-refusals": "sends a request the register refused (403, 409, 422) again, as if it were an outage",
         "undeclared-search-parameter": "searches with _lastUpdated, which the CapabilityStatement does not state",
+        "etee-wrong-recipient": "seals the encrypted variant for the professional's own ETK, not Vaccicard's",
+        "etee-tampered": "flips a ciphertext byte after sealing and signs the envelope again (tampered ciphertext)",
+        "etee-signer-mismatch": "signs the inner layer with another professional's key than the outer layer",
+        "etee-expired-certificate": "seals with the professional's expired eHealth certificate",
+        "etee-stale-signing-time": "seals with a signing time ten minutes in the past (a clock running late)",
     }
 )
 
@@ -72,6 +94,10 @@ OTHER_PROFESSIONAL_NIHDI = "40020121401"
 WRONG_SSIN_SYSTEM = "https://www.ehealth.fgov.be/standards/fhir/NamingSystem/ssin"
 """The naming system ``wrong-patient-identifier`` uses (an outdated path: not core's ssin)."""
 LOCAL_REASONS = "https://vendor.example.org/CodeSystem/not-done-reasons"
+OTHER_PROFESSIONAL_SSIN = "90120101388"
+"""Whose key ``etee-signer-mismatch`` signs the inner layer with (the same nurse of the test data)."""
+STALE_BY = dt.timedelta(minutes=10)
+"""How far in the past ``etee-stale-signing-time`` signs."""
 
 
 class FaultyAdapter(ReferenceAdapter):
@@ -85,6 +111,8 @@ class FaultyAdapter(ReferenceAdapter):
             )
         if defect == "tls-verify-off":
             options["verify"] = False
+        if defect.startswith("etee-") and options.get("etee") is not None:
+            options["etee"] = FaultyEtee.of(options["etee"], defect)
         super().__init__(fhir_base_url, iam_base_url, **options)
         self.defect = defect
         if defect == "no-retry":
@@ -306,3 +334,82 @@ def _rename_ssin_system(value: Any) -> None:
     elif isinstance(value, list):
         for item in value:
             _rename_ssin_system(item)
+
+
+# --- the encrypted variant -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultyEtee(EteeOptions):
+    """``EteeOptions`` whose transport seals with one ``etee-*`` defect."""
+
+    defect: str = ""
+
+    @classmethod
+    def of(cls, options: EteeOptions, defect: str) -> FaultyEtee:
+        """The same options, with ``defect``."""
+        values = {f.name: getattr(options, f.name) for f in dataclasses.fields(EteeOptions)}
+        return cls(**values, defect=defect)
+
+    def transport(self, inner: httpx.BaseTransport, acting: Callable[[], str]) -> SealingTransport:
+        return _FaultySealing(self, inner, acting, self.defect)
+
+
+class _FaultySealing(SealingTransport):
+    """The sealing transport with the one defect its ``FaultyEtee`` names."""
+
+    def __init__(
+        self, options: EteeOptions, inner: httpx.BaseTransport, acting: Callable[[], str], defect: str
+    ) -> None:
+        super().__init__(options, inner, acting)
+        self.defect = defect
+        self._expired: dict[str, Holder] = {}
+
+    def seal(self, payload: bytes, holder: Holder, etk: Etk) -> bytes:
+        now = self.options.clock()
+        if self.defect == "etee-wrong-recipient":  # the sender's own encryption certificate (its ETK's key)
+            return seal(
+                payload, sender=holder.credentials(), recipients=[holder.encryption.certificate], now=now
+            )
+        if self.defect == "etee-signer-mismatch":
+            other = self._other_professional(holder)
+            sender = Credentials(holder.authentication, signature=other.authentication)
+            return seal(payload, sender=sender, recipients=[etk], now=now)
+        if self.defect == "etee-expired-certificate":
+            return seal(payload, sender=self._expired_holder(holder).credentials(), recipients=[etk], now=now)
+        if self.defect == "etee-stale-signing-time":
+            return seal(payload, sender=holder.credentials(), recipients=[etk], now=now - STALE_BY)
+        sealed = super().seal(payload, holder, etk)
+        if self.defect == "etee-tampered":
+            return _tamper(sealed, holder, now)
+        return sealed
+
+    def _other_professional(self, holder: Holder) -> Holder:
+        """Another test professional's keys: the nurse, or the physician when the nurse acts."""
+        other = OTHER_PROFESSIONAL_SSIN if holder.id.value != OTHER_PROFESSIONAL_SSIN else "75040201177"
+        found = self.options.keys(other)
+        if found is None:
+            raise EteeFailure("no keys of another professional to sign the inner layer with")
+        return found
+
+    def _expired_holder(self, holder: Holder) -> Holder:
+        """The same holder with certificates that ended yesterday (from a throw-away test PKI)."""
+        key = str(holder.id)
+        if key not in self._expired:
+            pki = TestPki.generate("Expired credentials CA")
+            self._expired[key] = pki.issue_holder(holder.id.type, holder.id.value, holder.name, expired=True)
+        return self._expired[key]
+
+
+def _tamper(sealed: bytes, holder: Holder, now: dt.datetime) -> bytes:
+    """Flip a byte of the envelope's ciphertext so the padding fails, then sign the envelope again.
+
+    The byte is the last of the next-to-last AES block: in CBC it flips the padding byte of the last
+    plaintext block to a value no valid padding has, so only the decryption fails.
+    """
+    enveloped = cms.ContentInfo.load(verify_signed(sealed, "the sealed message").content)
+    encrypted = enveloped["content"]["encrypted_content_info"]
+    ciphertext = bytearray(encrypted["encrypted_content"].native)
+    ciphertext[-17] ^= 0xFF
+    encrypted["encrypted_content"] = bytes(ciphertext)
+    return sign(enveloped.dump(force=True), holder.authentication, signing_time=now)

@@ -289,6 +289,8 @@ class RecordVaccination(_Json):
     note: str | None = None
     professional: str | None = None
     """SSIN of the test professional who acts (None: the professional the run is configured with)."""
+    encrypted: bool = False
+    """Use the register's encrypted variant (sealed for Vaccicard with its ETK from the ETK depot)."""
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,8 @@ class RecordNotDone(_Json):
     note: str | None = None
     professional: str | None = None
     """SSIN of the test professional who acts (None: the professional the run is configured with)."""
+    encrypted: bool = False
+    """Use the register's encrypted variant (sealed for Vaccicard with its ETK from the ETK depot)."""
 
 
 @dataclass(frozen=True)

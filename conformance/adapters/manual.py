@@ -36,6 +36,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "correct-vaccination": "Correct the vaccination with key {key} as follows:",
         "cancel-vaccination": "Cancel the vaccination with key {key} (reason: {reason}).",
         "as": "Log in as professional {professional} first.",
+        "encrypted": "Use the software's encrypted variant: the vaccination is sealed for Vaccicard.",
         "done": "Press Enter when it is done in the software.",
         "outcome": "What did the software show? [s] confirmed  [r] refused  [f] failed: ",
         "message": "Type the message the software showed (Enter for none): ",
@@ -52,6 +53,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "correct-vaccination": "Corrigez la vaccination de clé {key} comme suit :",
         "cancel-vaccination": "Annulez la vaccination de clé {key} (motif : {reason}).",
         "as": "Connectez-vous d'abord en tant que professionnel {professional}.",
+        "encrypted": "Utilisez la variante chiffrée du logiciel : la vaccination est scellée pour Vaccicard.",
         "done": "Appuyez sur Entrée quand c'est fait dans le logiciel.",
         "outcome": "Qu'a affiché le logiciel ? [s] confirmé  [r] refusé  [f] échec : ",
         "message": "Tapez le message affiché par le logiciel (Entrée si aucun) : ",
@@ -68,6 +70,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "correct-vaccination": "Corrigeer de vaccinatie met sleutel {key} als volgt:",
         "cancel-vaccination": "Annuleer de vaccinatie met sleutel {key} (reden: {reason}).",
         "as": "Meld u eerst aan als zorgverlener {professional}.",
+        "encrypted": "Gebruik de versleutelde variant van de software: de vaccinatie wordt verzegeld voor Vaccicard.",
         "done": "Druk op Enter wanneer het in de software gedaan is.",
         "outcome": "Wat toonde de software? [s] bevestigd  [r] geweigerd  [f] mislukt: ",
         "message": "Typ de boodschap die de software toonde (Enter voor geen): ",
@@ -84,6 +87,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "correct-vaccination": "Korrigieren Sie die Impfung mit Schlüssel {key} wie folgt:",
         "cancel-vaccination": "Stornieren Sie die Impfung mit Schlüssel {key} (Grund: {reason}).",
         "as": "Melden Sie sich zuerst als Fachkraft {professional} an.",
+        "encrypted": "Nutzen Sie die verschlüsselte Variante der Software: die Impfung wird für Vaccicard versiegelt.",
         "done": "Drücken Sie die Eingabetaste, wenn es in der Software erledigt ist.",
         "outcome": "Was zeigte die Software? [s] bestätigt  [r] abgelehnt  [f] fehlgeschlagen: ",
         "message": "Geben Sie die Meldung der Software ein (Eingabetaste für keine): ",
@@ -142,6 +146,8 @@ class ManualAdapter:
         if intent.professional:
             self._say(self.text["as"].format(professional=intent.professional))
         self._say(self._instruction(intent))
+        if getattr(intent, "encrypted", False):
+            self._say(self.text["encrypted"])
         for line in _details(intent):
             self._say(f"  - {line}")
         self._ask(self.text["done"])

@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from conformance.adapters.etee_client import EteeFailure, EteeOptions
 from conformance.adapters.intents import (
     AdapterResult,
     AdministeredProduct,
@@ -125,6 +126,7 @@ class ReferenceAdapter:
         token_provider: TokenProvider | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        etee: EteeOptions | None = None,
     ) -> None:
         """``iam_base_url``: IAM Connect's base (``.../auth``) or the realm's issuer (``.../realms/healthcare``).
 
@@ -133,7 +135,9 @@ class ReferenceAdapter:
         ``verify``: TLS trust (httpx's: True for the system store, a CA bundle path or an SSLContext).
         ``token_provider``: where tokens come from instead of the built-in login (the live client of
         ``conformance.live.iam``: a browser login at the acceptance environment, or an organisation).
-        ``sleep``/``clock`` are injectable so tests need not wait.
+        ``sleep``/``clock`` are injectable so tests need not wait. ``etee``: the encrypted variant (ETK
+        depot, encrypted endpoint, the professionals' eHealth keys, trust anchors); without it an
+        encrypted intent fails, saying the variant is not configured.
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -151,7 +155,9 @@ class ReferenceAdapter:
         self.renew_margin = renew_margin
         self.sleep = sleep
         self.clock = clock
-        self.http = httpx.Client(timeout=timeout, follow_redirects=False, verify=verify)
+        self.etee = etee
+        sealing = etee.transport(httpx.HTTPTransport(verify=verify), lambda: self._acting) if etee else None
+        self.http = httpx.Client(timeout=timeout, follow_redirects=False, verify=verify, transport=sealing)
         self.token_provider = token_provider
         self._tokens: dict[str, _Token] = {}
         self._acting = professional
@@ -375,14 +381,24 @@ class ReferenceAdapter:
     # --- actions ----------------------------------------------------------------------------------
 
     def _record(self, intent: RecordVaccination | RecordNotDone) -> AdapterResult:
+        if intent.encrypted and self.etee is None:
+            return AdapterResult(
+                outcome="failed", message="The encrypted variant (sealed for Vaccicard) is not configured"
+            )
         identifier = intent.business_identifier or Identifier(self.identifier_system, str(uuid.uuid4()))
         resource = self.build_immunization(intent, identifier)
-        response = self._send(
-            "POST",
-            f"{self.fhir_base_url}/Immunization",
-            body=resource,
-            headers={"If-None-Exist": f"identifier={identifier.system}|{identifier.value}"},
-        )
+        url = f"{self.fhir_base_url}/Immunization"
+        if intent.encrypted and self.etee is not None:  # the sealing transport seals it and opens the answer
+            url = self.etee.endpoint_url
+        try:
+            response = self._send(
+                "POST",
+                url,
+                body=resource,
+                headers={"If-None-Exist": f"identifier={identifier.system}|{identifier.value}"},
+            )
+        except EteeFailure as failure:
+            return AdapterResult(outcome="failed", message=f"The encrypted variant failed: {failure}")
         raise_for_refusal(response, "recording the vaccination")
         stored = response.json()
         what = "Vaccination recorded" if isinstance(intent, RecordVaccination) else "Not-done recorded"

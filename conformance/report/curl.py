@@ -2,7 +2,8 @@
 
 The ``Authorization`` header becomes ``-H "Authorization: Bearer $TOKEN"`` (double quotes, so the
 shell fills in ``$TOKEN``); cookies, proxy credentials and headers curl sets itself are dropped. JSON
-bodies are sent from a quoted here-document, so nothing in them is expanded by the shell.
+bodies are sent from a quoted here-document, so nothing in them is expanded by the shell. A binary body
+(a sealed message) is not reproduced: the command reads it from ``body.bin``, as a note above it says.
 """
 
 from __future__ import annotations
@@ -46,11 +47,19 @@ def curl_command(exchange: Exchange, *, insecure: bool = False) -> str:
         if name.lower() not in _DROPPED:
             lines.append("--header " + shlex.quote(f"{name}: {value}"))
     body = exchange.request_body
-    here_document = None
+    here_document = note = None
     if isinstance(body, dict | list):
         lines.append("--data-binary @- <<'JSON'")
         here_document = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\nJSON"
     elif isinstance(body, bytes) and body:
-        lines.append("--data-binary " + shlex.quote(body.decode("utf-8", errors="replace")))
+        try:
+            lines.append("--data-binary " + shlex.quote(body.decode("utf-8")))
+        except UnicodeDecodeError:
+            note = (
+                f"# the request body is {len(body)} bytes of binary content, not shown: save it as body.bin"
+            )
+            lines.append("--data-binary @body.bin")
     command = " \\\n  ".join(lines)
+    if note:
+        command = f"{note}\n{command}"
     return f"{command}\n{here_document}" if here_document else command

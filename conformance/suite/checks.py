@@ -154,7 +154,7 @@ def rule_of(exchange: Exchange) -> str | None:
     body = exchange.response_json
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
         for issue in body.get("issue", []):
-            for coding in ((issue.get("details") or {}).get("coding") or []):
+            for coding in (issue.get("details") or {}).get("coding") or []:
                 if coding.get("system") == RULES_SYSTEM:
                     return str(coding.get("code"))
     return None

@@ -2,13 +2,14 @@
 
 Steps never know whether the register is the embedded simulator or the acceptance API seen through
 the recording proxy: they ask an ``Endpoint`` for its URLs, a traffic ``mark()`` and the
-``exchanges(since)`` recorded after it, and, where the endpoint can do it, to inject a fault or to
-expire the tokens it issued.
+``exchanges(since)`` recorded after it, and, where the endpoint can do it, to inject a fault, to
+expire the tokens it issued or to open a message sealed for the register (with the register's key).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 import pytest
@@ -70,6 +71,13 @@ class Endpoint(Protocol):
         """The current version of every record with that business identifier or for that patient (SSIN)."""
         ...
 
+    def unseal(self, message: bytes, at: datetime) -> Any:
+        """Open a message sealed for the register with the register's key, checked as at ``at``.
+
+        Returns ``conformance.etee.seal.Unsealed``; raises ``UnsealError`` naming the failed check.
+        """
+        ...
+
 
 class SimulatorEndpoint:
     """The embedded simulator (``conformance.simulator.app.Simulator``) as an ``Endpoint``."""
@@ -117,6 +125,12 @@ class SimulatorEndpoint:
             patient_identifier=(SSIN_SYSTEM, patient) if patient is not None else None,
         )
         return [stored.resource for stored in found]
+
+    def unseal(self, message: bytes, at: datetime) -> Any:
+        from conformance.etee.seal import unseal
+
+        depot = self.simulator.etk_depot
+        return unseal(message, recipient=depot.register.encryption, trust=depot.trust_anchors, now=at)
 
 
 class ProxyEndpoint:
@@ -173,6 +187,9 @@ class ProxyEndpoint:
 
     def end_sessions(self) -> None:
         self._cannot("end IAM Connect sessions")
+
+    def unseal(self, message: bytes, at: datetime) -> Any:
+        self._cannot("open messages sealed for the register (only the register holds its key)")
 
     def records(
         self, *, identifier: tuple[str, str] | None = None, patient: str | None = None

@@ -287,8 +287,27 @@ def live_register(suite: SuiteOptions, suite_validator: Any) -> Iterator[LiveReg
 
 @pytest.fixture(scope="session")
 def builtin_options(suite_simulator: Any) -> dict[str, Any]:
-    """Options the built-in clients (reference, faulty) get on top of their defaults."""
-    return {"timeout": CLIENT_TIMEOUT, "max_attempts": CLIENT_ATTEMPTS}
+    """Options the built-in clients (reference, faulty) get on top of their defaults.
+
+    ``etee``: the encrypted variant against the simulator's ETK depot and encrypted create; each test
+    professional seals with the keys the depot holds for their SSIN, trusting the depot's root CA.
+    """
+    from conformance.adapters.etee_client import EteeOptions
+    from conformance.etee.pki import HolderId
+
+    depot = suite_simulator.etk_depot
+
+    def keys(ssin: str) -> Any:
+        found = depot.lookup(HolderId("SSIN", ssin))
+        return found[0].holder if found else None
+
+    etee = EteeOptions(
+        depot_url=suite_simulator.base_url + depot.config.prefix,
+        endpoint_url=suite_simulator.base_url + suite_simulator.etee.config.path,
+        keys=keys,
+        trust_anchors=depot.trust_anchors,
+    )
+    return {"timeout": CLIENT_TIMEOUT, "max_attempts": CLIENT_ATTEMPTS, "etee": etee}
 
 
 def _software(suite: SuiteOptions, endpoint: Any, fhir: str, iam: str, builtin: dict[str, Any]) -> Software:

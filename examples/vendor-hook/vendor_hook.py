@@ -403,6 +403,8 @@ class Clients:
 def handle(clients: Clients, intent: dict[str, Any]) -> dict[str, Any]:
     """Carry out one intent; the register's refusals become ``rejected``/``failed`` results."""
     action = intent.get("action")
+    if intent.get("encrypted"):  # sealing for Vaccicard (eHealth ETEE) is not part of this example
+        return {"outcome": "failed", "message": "this software does not implement the encrypted variant"}
     client = clients.get(intent.get("professional"))
     try:
         if action in ("record-vaccination", "record-not-done"):
@@ -453,7 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fhir", required=True, help="the register's FHIR base URL")
     parser.add_argument("--iam", required=True, help="IAM Connect's base URL (.../auth) or realm issuer")
     parser.add_argument(
-        "--professional", required=True, help="SSIN of the professional to log in (unless an intent names one)"
+        "--professional",
+        required=True,
+        help="SSIN of the professional to log in (unless an intent names one)",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
