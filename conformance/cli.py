@@ -398,6 +398,13 @@ def run(
     config = ctx.find_root().meta.get(CONFIG_PATH_META)
     AdapterSpec.parse(adapter)  # a bad adapter is a usage error before anything starts
     PackageSet.load(app.cache)  # BeVaccination must be installed: a clear error now, not in a fixture
+    target_kind, target_url = "simulator", "embedded simulator on 127.0.0.1"
+    if target != "simulator":  # an unknown target or a missing CA file is reported now, not mid-run
+        from conformance.live.targets import resolve_target
+
+        overrides = {"ca_bundle": ca_bundle, "insecure": True if insecure else None}
+        live = resolve_target(target, config=config, overrides=overrides)
+        target_kind, target_url = live.environment, live.fhir_base_url
     started = datetime.now(UTC)
     directory = report_dir or Path("reports") / f"run-{started:%Y%m%d-%H%M%S}"
     if directory.exists():
@@ -444,8 +451,8 @@ def run(
         ),
         results,
         adapter=adapter,
-        target_kind="simulator" if target == "simulator" else "proxy",
-        target_url=target,
+        target_kind=target_kind,
+        target_url=target_url,
         insecure=insecure,
         language=lang,
         cache=app.cache,

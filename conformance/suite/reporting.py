@@ -71,6 +71,7 @@ def _scenario(outcome: ScenarioOutcome) -> ScenarioResult:
         issues=tuple(outcome.issues),
         evidence=tuple(outcome.evidence),
         failed_evidence=tuple(outcome.failed_evidence),
+        confirmations=tuple(outcome.confirmations),
         message=outcome.message,
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conformance.adapters.manual import ManualAdapter
 from conformance.evaluation_items import item_ids_in_tags
 from conformance.traffic.recorder import Exchange
 
@@ -55,6 +56,8 @@ class ScenarioOutcome:
     issues: list[dict[str, Any]] = field(default_factory=list)
     evidence: list[int] = field(default_factory=list)
     failed_evidence: list[int] = field(default_factory=list)
+    confirmations: list[str] = field(default_factory=list)
+    """With the manual adapter: what the operator confirmed the software showed, per action."""
 
 
 class ResultCollector:
@@ -112,7 +115,11 @@ class ResultCollector:
         software = _fixture_if_set_up(request, "software")
         if outcome is None or software is None:
             return
+        operator = isinstance(software.adapter, ManualAdapter)
         for action in software.actions:
+            if operator:
+                shown = action.result.message or "(no message)"
+                outcome.confirmations.append(f"{action.intent.action}: {action.result.outcome}: {shown}")
             for exchange in action.exchanges:
                 self.exchanges[exchange.id] = exchange
                 if exchange.id not in outcome.evidence:
