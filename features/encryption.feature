@@ -6,7 +6,9 @@ Feature: End-to-end encryption
   with RSA PKCS#1 v1.5) and signs the envelope with the professional's authentication key. The register
   unseals it as eHealth does: both signatures valid, the same signer inside and out, a signing time
   within five minutes, signer certificates valid and trusted. It answers sealed for the professional.
-  A message the register cannot unseal is refused with the rule of the check that failed.
+  A message the register cannot unseal is refused with the rule of the check that failed. An ETK that
+  fails its checks (its signer not trusted, a key shorter than 2048 bits) is not used: nothing is sealed
+  for it or sent, and the professional is told why.
 
   Background:
     Given the register is Vaccicard
@@ -50,3 +52,23 @@ Feature: End-to-end encryption
     Then the register unsealed the message: both signatures valid, the same signer, signed within five minutes
     And the register holds exactly one vaccination with that business identifier
     And the software reported the vaccination as recorded
+
+  @item:VC-ETE-01
+  Scenario: The software refuses a Vaccicard ETK whose key is shorter than 2048 bits
+    Given the ETK depot offers a Vaccicard ETK whose encryption key has only 1024 bits
+    When the professional records a vaccination through the encrypted variant:
+      | vaccine  | Influenza vaccine         |
+      | given on | 2026-11-20T10:00:00+01:00 |
+    Then the software fetched Vaccicard's ETK from the ETK depot
+    And the software did not send the vaccination, sealed or in the clear
+    And the software told the user the register's encryption key could not be trusted
+
+  @item:VC-ETE-01
+  Scenario: The software refuses a Vaccicard ETK signed outside the eHealth PKI
+    Given the ETK depot offers a Vaccicard ETK signed by an authentication certificate outside the eHealth PKI
+    When the professional records a vaccination through the encrypted variant:
+      | vaccine  | Influenza vaccine         |
+      | given on | 2026-11-20T10:00:00+01:00 |
+    Then the software fetched Vaccicard's ETK from the ETK depot
+    And the software did not send the vaccination, sealed or in the clear
+    And the software told the user the register's encryption key could not be trusted

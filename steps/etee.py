@@ -23,6 +23,16 @@ def offers_encrypted_variant(endpoint: Endpoint) -> None:
         )
 
 
+@given("the ETK depot offers a Vaccicard ETK whose encryption key has only 1024 bits")
+def offers_short_key_etk(endpoint: Endpoint) -> None:
+    endpoint.offer_flawed_register_etk("short-key")
+
+
+@given("the ETK depot offers a Vaccicard ETK signed by an authentication certificate outside the eHealth PKI")
+def offers_untrusted_etk(endpoint: Endpoint) -> None:
+    endpoint.offer_flawed_register_etk("outside-pki")
+
+
 @when("the professional records a vaccination through the encrypted variant:", target_fixture="action")
 def records_sealed(
     software: Software, datatable: list[list[str]], vocabulary: Any, patient: Any, professional: Any
@@ -40,6 +50,21 @@ def register_unsealed(action: Action) -> None:
 def fetched_etk(action: Action, software: Software) -> None:
     exchanges = [e for done in software.actions for e in done.exchanges]
     etee_checks.fetched_register_etk(exchanges, etee_checks.last_sealed(action))
+
+
+@then("the software fetched Vaccicard's ETK from the ETK depot")
+def fetched_offered_etk(action: Action) -> None:
+    etee_checks.fetched_offered_etk(action)
+
+
+@then("the software did not send the vaccination, sealed or in the clear")
+def sent_no_vaccination(action: Action) -> None:
+    etee_checks.sent_no_vaccination(action)
+
+
+@then("the software told the user the register's encryption key could not be trusted")
+def told_etk_untrusted(action: Action) -> None:
+    etee_checks.told_etk_untrusted(action)
 
 
 @then("the message is sealed for the key of that ETK: AES-128-CBC, the key sent with RSA PKCS#1 v1.5")

@@ -28,6 +28,7 @@ from conformance.adapters.reference import (
     SSIN_SYSTEM,
 )
 from conformance.errors import ConfigurationError
+from conformance.simulator.etk_depot import EtkFlaw
 from conformance.simulator.faults import Fault
 from tests.test_adapters_etee_client import etee_options
 from tests.test_adapters_reference import (
@@ -350,3 +351,33 @@ def test_etee_stale_signing_time(sealing: Callable[[str], tuple[Any, Any]]) -> N
 def test_an_etee_defect_without_etee_options_changes_nothing(simulator: Any, make: Make) -> None:
     assert make("etee-tampered").perform(full_record()).succeeded
     assert make("etee-tampered").perform(full_record(encrypted=True)).outcome == "failed"
+
+
+@pytest.mark.parametrize("flaw", ["short-key", "outside-pki"])
+def test_etee_etk_unchecked(simulator: Any, sealing: Callable[[str], tuple[Any, Any]], flaw: EtkFlaw) -> None:
+    depot = simulator.etk_depot
+    depot.serve_register_etk(depot.flawed_register_etk(flaw))
+    try:
+        result, exchange = sealing("etee-etk-unchecked")
+    finally:
+        depot.serve_register_etk(None)  # the depot is shared by the session's simulators
+    assert exchange.tags["rule"] == "etee-wrong-recipient"  # sealed for a key the register does not hold
+    assert result.outcome == "rejected"
+
+
+def test_etee_etk_unchecked_seals_like_the_reference_for_a_sound_etk(simulator: Any) -> None:
+    adapter = FaultyAdapter(
+        "etee-etk-unchecked",
+        simulator.fhir_base_url,
+        simulator.base_url + "/auth",
+        professional=PHYSICIAN_SSIN,
+        sleep=lambda _seconds: None,
+        etee=etee_options(simulator),
+    )
+    try:
+        result = adapter.perform(full_record(encrypted=True))
+    finally:
+        adapter.close()
+    assert result.succeeded, result.message
+    [create] = [e for e in simulator.traffic.exchanges() if e.path.startswith("/etee/")]
+    assert create.response_status == 201

@@ -37,7 +37,9 @@ def test_run_exit_codes(capsys, package_cache) -> None:
     cache = ["--package-cache", str(package_cache.root)]
     code, out, err = run(capsys, *cache, "run", "-q", "--items", "VC-HIS-03")
     assert code == 0 and "1 scenario(s): 1 passed" in out
-    code, out, _ = run(capsys, *cache, "run", "-q", "--items", "VC-HIS-03", "--adapter", "faulty:first-page-only")
+    code, out, _ = run(
+        capsys, *cache, "run", "-q", "--items", "VC-HIS-03", "--adapter", "faulty:first-page-only"
+    )
     assert code == 1 and "FAILED history.feature::A history longer than one page [VC-HIS-03]" in out
     code, _, err = run(capsys, *cache, "run", "--adapter", "faulty:nope")
     assert code == 2 and err.count("\n") == 1 and "unknown defect 'nope'" in err

@@ -19,6 +19,7 @@ from conformance.simulator.etk_depot import (
     REGISTER_CBE,
     EtkDepot,
     EtkDepotConfig,
+    EtkFlaw,
 )
 from conformance.simulator.http import HttpRequest, HttpResponse
 from conformance.simulator.testdata import TestData
@@ -219,3 +220,63 @@ def test_jwks_errors(world: World, params: dict[str, str], status: int, rule: st
 
 def test_default_prefix() -> None:
     assert EtkDepotConfig().prefix == ETK_DEPOT_PATH == "/etkdepot"
+
+
+# --- a flawed register ETK ------------------------------------------------------------------------------
+
+
+def own_depot(world: World, **config: Any) -> EtkDepot:
+    """A depot of the world's PKI with the register and Luc (the shared world's depot stays untouched)."""
+    depot = EtkDepot(world.pki, config=EtkDepotConfig(**config))
+    depot.add_holder(world.register)
+    depot.add_holder(world.luc)
+    return depot
+
+
+@pytest.mark.parametrize(
+    ("flaw", "problem"),
+    [
+        ("short-key", "the encryption key has 1024 bits: at least 2048 are required"),
+        ("outside-pki", "the authentication certificate is not trusted: "),
+    ],
+)
+def test_a_flawed_register_etk_fails_one_check(world: World, flaw: EtkFlaw, problem: str) -> None:
+    depot = own_depot(world)
+    etk = parse_etk(depot.flawed_register_etk(flaw))
+    assert (etk.holder, etk.application_id) == (HolderId("CBE", REGISTER_CBE), "VACCICARD")
+    [found] = etk.problems(trust=depot.trust_anchors)
+    assert found.startswith(problem)
+    assert etk.encryption_certificate != world.register.encryption.certificate
+    assert depot.flawed_register_etk(flaw) == etk.der  # made once
+
+
+def test_the_depot_serves_a_flawed_register_etk_until_told_otherwise(world: World) -> None:
+    depot = own_depot(world)
+    flawed = depot.flawed_register_etk("outside-pki")
+    depot.serve_register_etk(flawed)
+    (item,) = body(etk_lookup(depot, "CBE", REGISTER_CBE, "VACCICARD"))["etks"]
+    assert base64.b64decode(item["etk"]) == flawed
+    (served,) = body(etk_lookup(depot, "CBE", REGISTER_CBE))["etks"]
+    assert base64.b64decode(served["etk"]) == flawed
+    enc, sig = parse_jwks(jwks(depot, identifier=REGISTER_CBE, type="CBE").body)
+    forged = parse_etk(flawed)
+    assert enc.certificates[:2] == (forged.encryption_certificate, forged.authentication_certificate)
+    assert sig.certificate == forged.authentication_certificate
+    (luc,) = body(etk_lookup(depot, "SSIN", LUC_SSIN))["etks"]
+    assert parse_etk(base64.b64decode(luc["etk"])).holder == HolderId("SSIN", LUC_SSIN)
+    assert (
+        depot.register == world.register and depot.register_etk.der != flawed
+    )  # the register keeps its keys
+    depot.serve_register_etk(None)
+    (item,) = body(etk_lookup(depot, "CBE", REGISTER_CBE, "VACCICARD"))["etks"]
+    assert (
+        parse_etk(base64.b64decode(item["etk"])).encryption_certificate
+        == world.register.encryption.certificate
+    )
+
+
+def test_the_der_form_serves_the_flawed_register_etk_too(world: World) -> None:
+    depot = own_depot(world, etk_format="der")
+    depot.serve_register_etk(depot.flawed_register_etk("short-key"))
+    response = etk_lookup(depot, "CBE", REGISTER_CBE, "VACCICARD")
+    assert response.status == 200 and parse_etk(response.body).key_size == 1024

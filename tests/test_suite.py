@@ -30,6 +30,11 @@ SEALED_CONFORMS = "The sealed vaccination conforms to BeVaccination and is recor
 SEALED_TWICE = "The same sealed vaccination sent twice is stored once"
 ENCRYPTED = {SEALED, SEALED_CONFORMS, SEALED_TWICE}
 """The scenarios of the encrypted variant: an etee-* defect makes the register refuse each of them."""
+ETK_SHORT_KEY = "The software refuses a Vaccicard ETK whose key is shorter than 2048 bits"
+ETK_OUTSIDE_PKI = "The software refuses a Vaccicard ETK signed outside the eHealth PKI"
+ETK_REFUSED = {ETK_SHORT_KEY, ETK_OUTSIDE_PKI}
+"""The scenarios in which the depot offers a flawed Vaccicard ETK: the software must send nothing."""
+NOT_SENT_STEP = "the software did not send the vaccination, sealed or in the clear"
 UNSEALED_STEP = (
     "the register unsealed the message: both signatures valid, the same signer, signed within five minutes"
 )
@@ -120,6 +125,7 @@ FAILS: dict[str, set[str]] = {
     "no-business-identifier": RECORDS - {REFUSED_403},
     "no-recorder": RECORDS,
     "no-retry": {
+        *ETK_REFUSED,  # it reports the vaccination as recorded although nothing was sent
         "An expired token is renewed and the pending vaccination is recorded once",
         "The register does not answer in time",
         "The register is briefly unavailable (503)",
@@ -165,11 +171,13 @@ FAILS: dict[str, set[str]] = {
         "The software uses only what the CapabilityStatement offers",
     },
     **{defect: ENCRYPTED for defect in ETEE_RULES},
+    "etee-etk-unchecked": ETK_REFUSED,
     "wrong-patient-identifier": RECORDS,
 }
 
 FAILING_STEP = {
     **{defect: (SEALED, UNSEALED_STEP) for defect in ETEE_RULES},
+    "etee-etk-unchecked": (ETK_SHORT_KEY, NOT_SENT_STEP),
     "first-page-only": (
         "A history longer than one page",
         "the software followed the next links to the last page",
@@ -320,6 +328,8 @@ def test_each_faulty_adapter_fails_exactly_its_scenarios(cache: str, defect: str
         assert failing.text == step
     if defect in ETEE_RULES:  # the failure names the rule the register refused the sealed message with
         assert all(f"rule {ETEE_RULES[defect]}" in (failed[name].message or "") for name in ENCRYPTED)
+    if defect == "etee-etk-unchecked":  # sealed for a key the register does not hold: refused, as evidence
+        assert all("rule etee-wrong-recipient" in (failed[name].message or "") for name in ETK_REFUSED)
 
 
 def test_only_selected_items_run(cache: str) -> None:

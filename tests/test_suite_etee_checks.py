@@ -11,9 +11,10 @@ import pytest
 
 from conformance.adapters.faulty import FaultyAdapter
 from conformance.adapters.reference import ReferenceAdapter
+from conformance.simulator.etk_depot import EtkFlaw
 from conformance.suite import etee_checks
 from conformance.suite.checks import CheckFailed
-from conformance.suite.endpoint import SimulatorEndpoint
+from conformance.suite.endpoint import ProxyEndpoint, SimulatorEndpoint
 from conformance.suite.software import Action, Software
 from tests.test_adapters_etee_client import etee_options
 from tests.test_adapters_reference import PHYSICIAN_SSIN, full_record
@@ -125,3 +126,106 @@ def test_an_action_without_a_sealed_message_fails(perform: Perform) -> None:
     action = perform()
     plain = dataclasses.replace(action, exchanges=())
     assert "sent no sealed message" in failure(lambda: etee_checks.last_sealed(plain))
+
+
+# --- a flawed Vaccicard ETK: the software must check it and send nothing -------------------------------
+
+
+@pytest.fixture
+def flawed(simulator: Any, endpoint: SimulatorEndpoint) -> Iterator[Callable[[EtkFlaw], None]]:
+    """Have the depot offer a flawed Vaccicard ETK; the simulator is reset afterwards (its depot is shared)."""
+    yield endpoint.offer_flawed_register_etk
+    simulator.reset()
+
+
+@pytest.mark.parametrize("flaw", ["short-key", "outside-pki"])
+def test_a_client_that_checks_the_etk_passes_the_flawed_etk_checks(
+    perform: Perform, flawed: Callable[[EtkFlaw], None], flaw: EtkFlaw
+) -> None:
+    flawed(flaw)
+    action = perform()
+    [lookup] = etee_checks.fetched_offered_etk(action)
+    assert lookup.operation == "etk-lookup"
+    etee_checks.sent_no_vaccination(action)
+    etee_checks.told_etk_untrusted(action)
+    assert "ETK from the depot fails its checks" in (action.result.message or "")
+
+
+def test_a_client_that_seals_for_a_flawed_etk_fails_the_not_sent_check(
+    perform: Perform, flawed: Callable[[EtkFlaw], None]
+) -> None:
+    flawed("short-key")
+    action = perform("etee-etk-unchecked")
+    etee_checks.fetched_offered_etk(action)
+    message = failure(lambda: etee_checks.sent_no_vaccination(action))
+    assert "sent the vaccination although Vaccicard's ETK fails its checks" in message
+    assert (
+        "POST /etee/fhir/Immunization -> 400 (the register refused with rule etee-wrong-recipient)" in message
+    )
+
+
+def test_a_vaccination_sent_in_the_clear_fails_the_not_sent_check(
+    simulator: Any, endpoint: SimulatorEndpoint
+) -> None:
+    urls = (simulator.fhir_base_url, simulator.base_url + "/auth")
+    software = Software(
+        ReferenceAdapter(*urls, professional=PHYSICIAN_SSIN, sleep=lambda _seconds: None),
+        endpoint,
+        builtin=True,
+    )
+    try:
+        action = software.perform(full_record())
+    finally:
+        software.close()
+    message = failure(lambda: etee_checks.sent_no_vaccination(action))
+    assert "POST /fhir/Immunization -> 201" in message
+    assert "did not fetch Vaccicard's ETK" in failure(lambda: etee_checks.fetched_offered_etk(action))
+
+
+def test_a_client_that_never_asks_the_depot_fails_the_fetch_check(perform: Perform) -> None:
+    action = dataclasses.replace(perform(), exchanges=())
+    message = failure(lambda: etee_checks.fetched_offered_etk(action))
+    assert (
+        "did not fetch Vaccicard's ETK from the ETK depot" in message
+        and "no request to the ETK depot" in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "text"),
+    [
+        ("succeeded", "Vaccination recorded"),
+        ("failed", None),
+        ("rejected", "  "),
+    ],
+)
+def test_the_user_must_be_told_about_the_etk(perform: Perform, outcome: str, text: str | None) -> None:
+    action = perform()
+    shown = dataclasses.replace(action.result, outcome=outcome, message=text)
+    message = failure(lambda: etee_checks.told_etk_untrusted(dataclasses.replace(action, result=shown)))
+    assert "did not tell the user that the register's encryption key cannot be trusted" in message
+    assert f"outcome {outcome}: {text or '(no message)'}" in message
+
+
+def test_any_message_in_any_language_counts(perform: Perform) -> None:
+    action = perform()
+    shown = dataclasses.replace(
+        action.result, outcome="failed", message="La clé du registre n'est pas fiable"
+    )
+    etee_checks.told_etk_untrusted(dataclasses.replace(action, result=shown))
+
+
+def test_reset_restores_the_registers_own_etk(
+    simulator: Any, endpoint: SimulatorEndpoint, perform: Perform
+) -> None:
+    endpoint.offer_flawed_register_etk("outside-pki")
+    simulator.reset()
+    action = perform()
+    etee_checks.unsealed_by_register(action)
+    assert action.result.succeeded
+
+
+def test_a_live_register_cannot_offer_a_flawed_etk() -> None:
+    proxy = ProxyEndpoint(None, None, iam_base_url="", environment="acceptance", search=lambda _params: [])
+    with pytest.raises(pytest.skip.Exception, match="flawed Vaccicard ETK"):
+        proxy.offer_flawed_register_etk("short-key")

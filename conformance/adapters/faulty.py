@@ -6,7 +6,8 @@ these to prove each check can fail: a check that passes with a faulty adapter is
 ``DEFECTS`` maps each defect name to a one-line description (listed by ``run --help`` as
 ``faulty:<name>``). The ``etee-*`` defects live in the sealing transport of the encrypted variant
 (``FaultyEtee``): they change nothing without ``etee`` options, and the register refuses each of their
-sealed messages with the unsealing rule of the defect.
+sealed messages with the unsealing rule of the defect; ``etee-etk-unchecked`` seals like the reference
+client while the depot's ETK is sound, and for a flawed one (short key, untrusted signer) it seals anyway.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ DEFECTS: Mapping[str, str] = MappingProxyType(
         "etee-signer-mismatch": "signs the inner layer with another professional's key than the outer layer",
         "etee-expired-certificate": "seals with the professional's expired eHealth certificate",
         "etee-stale-signing-time": "seals with a signing time ten minutes in the past (a clock running late)",
+        "etee-etk-unchecked": "seals for Vaccicard's ETK from the depot as it comes, without checking it",
     }
 )
 
@@ -365,8 +367,20 @@ class _FaultySealing(SealingTransport):
         self.defect = defect
         self._expired: dict[str, Holder] = {}
 
+    def register_etk(self, extensions: dict[str, object] | None = None) -> Etk:
+        if self.defect != "etee-etk-unchecked":
+            return super().register_etk(extensions)
+        if self._etk is None:  # the first ETK the depot answers: no trust, key, validity or holder check
+            fetched = self.fetch_etks(self.options.register, self.options.application_id, extensions)
+            if not fetched:
+                raise EteeFailure("the ETK depot answered no ETK for Vaccicard: nothing was sealed or sent")
+            self._etk = fetched[0]
+        return self._etk
+
     def seal(self, payload: bytes, holder: Holder, etk: Etk) -> bytes:
         now = self.options.clock()
+        if self.defect == "etee-etk-unchecked":  # whatever size the ETK's key has
+            return seal(payload, sender=holder.credentials(), recipients=[etk], now=now, min_key_bits=0)
         if self.defect == "etee-wrong-recipient":  # the sender's own encryption certificate (its ETK's key)
             return seal(
                 payload, sender=holder.credentials(), recipients=[holder.encryption.certificate], now=now

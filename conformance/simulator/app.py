@@ -104,7 +104,9 @@ class SimulatorKeys:
             realm: RSAKey.generate_key(2048, parameters={"alg": "RS256", "use": "sig"}, auto_kid=True)
             for realm in REALMS
         }
-        return cls(realms=realms, organisations=testdata.generate_keys(), etk_depot=EtkDepot.generate(testdata))
+        return cls(
+            realms=realms, organisations=testdata.generate_keys(), etk_depot=EtkDepot.generate(testdata)
+        )
 
 
 class Simulator:
@@ -312,10 +314,11 @@ class Simulator:
     # --- in-process control -----------------------------------------------------------------------
 
     def reset(self) -> None:
-        """An empty register, no recorded traffic (marks stay meaningful) and no pending faults."""
+        """An empty register, no traffic (marks stay meaningful), no pending faults, the depot's own ETKs."""
         self.store.reset()
         self.traffic.clear()
         self.faults.clear()
+        self.etk_depot.serve_register_etk(None)
 
     def close(self) -> None:
         """Close the register and the traffic file (if any)."""

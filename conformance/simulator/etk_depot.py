@@ -26,6 +26,12 @@ Two HTTP forms under ``config.prefix`` (``/etkdepot``), both ``GET`` only:
   ``x5c`` = encryption, authentication and root certificates) and/or the authentication key (``use``
   sig, ``x5c`` = authentication and root certificates); without ``use`` both.
 
+A scenario proving that software checks Vaccicard's ETK makes the depot answer a flawed one for the
+register (``serve_register_etk(depot.flawed_register_etk(flaw))``, both forms; ``None`` restores the
+register's own, as ``Simulator.reset`` does): ``short-key``, its encryption key has 1024 bits (issued in
+the depot's PKI, correctly signed), or ``outside-pki``, signed by an authentication certificate of a CA
+outside the depot's PKI. The register keeps its own keys, so it cannot unseal what is sealed for them.
+
 Errors are JSON ``{"error": <code>, "message": <text>}``: 400 for a missing or invalid parameter,
 404 for an unknown holder (or application), 405 for another method, 404 for another path. The
 response annotations give the traffic recorder ``operation`` (``etk-lookup``, ``etk-jwks``) and, for
@@ -59,6 +65,7 @@ __all__ = [
     "DepotEntry",
     "EtkDepot",
     "EtkDepotConfig",
+    "EtkFlaw",
 ]
 
 ETK_DEPOT_PATH = "/etkdepot"
@@ -68,6 +75,11 @@ REGISTER_CBE = "0811122215"
 REGISTER_APPLICATION_ID = "VACCICARD"
 REGISTER_HOLDER = HolderId("CBE", REGISTER_CBE)
 PKCS7_MIME = "application/pkcs7-mime"
+SHORT_KEY_BITS = 1024
+"""The encryption key size of the ``short-key`` flawed register ETK."""
+
+EtkFlaw = Literal["short-key", "outside-pki"]
+"""How a flawed register ETK fails its checks (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,8 @@ class EtkDepot:
         self.config = config or EtkDepotConfig()
         self._entries: list[DepotEntry] = []
         self._index: dict[HolderId, list[DepotEntry]] = {}
+        self._flawed: dict[EtkFlaw, bytes] = {}
+        self._served: Etk | None = None
         for entry, aliases in entries:
             self.add(entry, aliases)
 
@@ -195,6 +209,34 @@ class EtkDepot:
         """The register's ETK (what vendor software seals for)."""
         return self.lookup(self.config.register, self.config.register_application_id)[0].etk
 
+    # --- a flawed register ETK -------------------------------------------------------------------
+
+    def flawed_register_etk(self, flaw: EtkFlaw) -> bytes:
+        """A DER ETK naming the register that fails one check (``flaw``); made once, then kept."""
+        if flaw not in self._flawed:
+            settings = self.config
+            issuer = self.pki if flaw == "short-key" else TestPki.generate("Test CA outside the eHealth PKI")
+            holder = issuer.issue_holder(
+                settings.register.type,
+                settings.register.value,
+                settings.register_name,
+                application_id=settings.register_application_id,
+                encryption_key_size=SHORT_KEY_BITS if flaw == "short-key" else None,
+            )
+            self._flawed[flaw] = build_etk(holder)
+        return self._flawed[flaw]
+
+    def serve_register_etk(self, etk: bytes | None) -> None:
+        """Answer ``etk`` (a readable ETK) for the register instead of its own; None: its own again."""
+        self._served = parse_etk(etk) if etk is not None else None
+
+    def _answered(self, entry: DepotEntry) -> Etk:
+        """The ETK the HTTP forms answer for ``entry`` (a served flawed one for the register)."""
+        register = (self.config.register, self.config.register_application_id)
+        if self._served is not None and (entry.holder.id, entry.application_id) == register:
+            return self._served
+        return entry.etk
+
     def etk_for(self, identity: HolderId) -> Etk | None:
         """The ETK to answer a sender with: the one without application id, else the first, else None."""
         found = self.lookup(identity)
@@ -268,12 +310,15 @@ class EtkDepot:
                     f"{identity} has several ETKs (applications {apps}): give applicationId",
                 )
             return HttpResponse(
-                200, {"Content-Type": PKCS7_MIME, "Cache-Control": "no-store"}, entries[0].etk.der
+                200, {"Content-Type": PKCS7_MIME, "Cache-Control": "no-store"}, self._answered(entries[0]).der
             )
         body = {
             "identifier": {"type": identity.type, "value": identity.value, "applicationId": application},
             "etks": [
-                {"applicationId": e.application_id, "etk": base64.b64encode(e.etk.der).decode("ascii")}
+                {
+                    "applicationId": e.application_id,
+                    "etk": base64.b64encode(self._answered(e).der).decode("ascii"),
+                }
                 for e in entries
             ],
         }
@@ -288,9 +333,10 @@ class EtkDepot:
         keys: list[dict[str, Any]] = []
         root = self.pki.root_certificate
         for entry in self._find(identity, application):
-            auth = entry.holder.authentication.certificate
+            etk = self._answered(entry)
+            auth = etk.authentication_certificate
             if use in (None, "enc"):
-                keys.append(certificate_jwk(entry.etk.encryption_certificate, use="enc", chain=[auth, root]))
+                keys.append(certificate_jwk(etk.encryption_certificate, use="enc", chain=[auth, root]))
             if use in (None, "sig"):
                 keys.append(certificate_jwk(auth, use="sig", chain=[root]))
         return json_response(

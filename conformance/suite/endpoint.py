@@ -3,20 +3,24 @@
 Steps never know whether the register is the embedded simulator or the acceptance API seen through
 the recording proxy: they ask an ``Endpoint`` for its URLs, a traffic ``mark()`` and the
 ``exchanges(since)`` recorded after it, and, where the endpoint can do it, to inject a fault, to
-expire the tokens it issued or to open a message sealed for the register (with the register's key).
+expire the tokens it issued, to have the ETK depot offer a flawed Vaccicard ETK or to open a message
+sealed for the register (with the register's key).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from conformance.belgium.identifiers import SSIN as SSIN_SYSTEM
 from conformance.simulator.faults import Fault, FaultOperation
 from conformance.traffic.recorder import Exchange
+
+if TYPE_CHECKING:
+    from conformance.simulator.etk_depot import EtkFlaw
 
 __all__ = ["Endpoint", "ProxyEndpoint", "SimulatorEndpoint"]
 
@@ -69,6 +73,10 @@ class Endpoint(Protocol):
         self, *, identifier: tuple[str, str] | None = None, patient: str | None = None
     ) -> list[dict[str, Any]]:
         """The current version of every record with that business identifier or for that patient (SSIN)."""
+        ...
+
+    def offer_flawed_register_etk(self, flaw: EtkFlaw) -> None:
+        """Have the ETK depot answer a Vaccicard ETK failing its checks (``flaw``) until the next reset."""
         ...
 
     def unseal(self, message: bytes, at: datetime) -> Any:
@@ -125,6 +133,10 @@ class SimulatorEndpoint:
             patient_identifier=(SSIN_SYSTEM, patient) if patient is not None else None,
         )
         return [stored.resource for stored in found]
+
+    def offer_flawed_register_etk(self, flaw: EtkFlaw) -> None:
+        depot = self.simulator.etk_depot
+        depot.serve_register_etk(depot.flawed_register_etk(flaw))
 
     def unseal(self, message: bytes, at: datetime) -> Any:
         from conformance.etee.seal import unseal
@@ -187,6 +199,9 @@ class ProxyEndpoint:
 
     def end_sessions(self) -> None:
         self._cannot("end IAM Connect sessions")
+
+    def offer_flawed_register_etk(self, flaw: EtkFlaw) -> None:
+        self._cannot("make the ETK depot offer a flawed Vaccicard ETK")
 
     def unseal(self, message: bytes, at: datetime) -> Any:
         self._cannot("open messages sealed for the register (only the register holds its key)")

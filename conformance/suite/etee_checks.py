@@ -34,9 +34,12 @@ from conformance.traffic.recorder import Exchange
 
 __all__ = [
     "answered_sealed",
+    "fetched_offered_etk",
     "fetched_register_etk",
     "last_sealed",
     "sealed_for",
+    "sent_no_vaccination",
+    "told_etk_untrusted",
     "unsealed_by_register",
     "unsealed_payload",
 ]
@@ -52,6 +55,10 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
+def _is_sealed(exchange: Exchange) -> bool:
+    return exchange.method == "POST" and _media_type(exchange.request_header("content-type")) == PKCS7_MIME
+
+
 def _register_query() -> str:
     return (
         f"identifierType={REGISTER_HOLDER.type}&identifierValue={REGISTER_HOLDER.value}"
@@ -64,11 +71,7 @@ def _register_query() -> str:
 
 def last_sealed(action: Action) -> Exchange:
     """The action's last sealed message (POST, application/pkcs7-mime)."""
-    sealed = [
-        e
-        for e in action.exchanges
-        if e.method == "POST" and _media_type(e.request_header("content-type")) == PKCS7_MIME
-    ]
+    sealed = [e for e in action.exchanges if _is_sealed(e)]
     if not sealed:
         raise CheckFailed(
             "the software sent no sealed message",
@@ -125,6 +128,21 @@ def fetched_register_etk(exchanges: Sequence[Exchange], sealed: Exchange) -> lis
     )
 
 
+def fetched_offered_etk(action: Action) -> list[Exchange]:
+    """During the action the software fetched Vaccicard's ETK from the depot (answered 200); those lookups."""
+    lookups = [e for e in action.exchanges if e.operation in DEPOT_OPERATIONS]
+    fetched = [e for e in lookups if e.response_status == 200 and _asks_for_register(e)]
+    if fetched:
+        return fetched
+    raise CheckFailed(
+        "the software did not fetch Vaccicard's ETK from the ETK depot",
+        expected=f"GET <depot>/etk?{_register_query()} (or the JWKS form) answered 200, to check the ETK",
+        arrived="; ".join(_request_line(e) for e in lookups) or "no request to the ETK depot",
+        where="the ETK depot",
+        evidence=action.exchanges,
+    )
+
+
 def _asks_for_register(exchange: Exchange) -> bool:
     params = dict(exchange.query_params)
     kind = params.get("identifierType") or params.get("type") or ""
@@ -154,6 +172,40 @@ def _encryption_certificates(exchange: Exchange) -> list[x509.Certificate]:
     except (EteeError, ValueError, KeyError, TypeError, binascii.Error):
         return []
     return []
+
+
+def sent_no_vaccination(action: Action) -> None:
+    """The software sent the vaccination neither sealed nor in the clear (no sealed POST, no create)."""
+    sent = [e for e in action.exchanges if _is_sealed(e) or e.operation == "create"]
+    if not sent:
+        return
+    rules = [rule for e in sent if isinstance(rule := e.tags.get("rule"), str)]
+    raise CheckFailed(
+        "the software sent the vaccination although Vaccicard's ETK fails its checks",
+        expected="no sealed message and no create: the software checks the ETK and stops before sealing",
+        arrived="; ".join(_request_line(e) for e in sent)
+        + (f" (the register refused with rule {', '.join(rules)})" if rules else ""),
+        where=_request_line(sent[0]),
+        evidence=sent,
+    )
+
+
+def told_etk_untrusted(action: Action) -> None:
+    """The software reported the vaccination as not recorded, with a message for the user.
+
+    The wording is the vendor's (any language): only that there is a message is judged.
+    """
+    result = action.result
+    shown = " ".join([result.message or "", *(issue.text for issue in result.issues)]).strip()
+    if not result.succeeded and shown:
+        return
+    raise CheckFailed(
+        "the software did not tell the user that the register's encryption key cannot be trusted",
+        expected="outcome failed (or rejected) with a message for the user",
+        arrived=f"outcome {result.outcome}: {result.message or '(no message)'}",
+        where="the adapter's result",
+        evidence=action.exchanges,
+    )
 
 
 @dataclass(frozen=True)
