@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_PROFESSIONAL", "SuiteOptions"]
 
 DEFAULT_PROFESSIONAL = "75040201177"
 """Luc Exemplaire, physician, of the simulator's test data."""
-CLIENT_TIMEOUT = 1.0
+CLIENT_TIMEOUT = 2.0
 """Seconds the built-in clients wait for an answer from the simulator (its timeout fault waits longer)."""
 CLIENT_ATTEMPTS = 4
 """Tries per request of the built-in clients (their back-off then waits 0.1 + 0.2 + 0.4 s in all)."""
