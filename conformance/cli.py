@@ -401,9 +401,11 @@ def run(
     target_kind, target_url = "simulator", "embedded simulator on 127.0.0.1"
     if target != "simulator":  # an unknown target or a missing CA file is reported now, not mid-run
         from conformance.live.targets import resolve_target
+        from conformance.live.tls import check_reachable
 
         overrides = {"ca_bundle": ca_bundle, "insecure": True if insecure else None}
         live = resolve_target(target, config=config, overrides=overrides)
+        check_reachable(live)
         target_kind, target_url = live.environment, live.fhir_base_url
     started = datetime.now(UTC)
     directory = report_dir or Path("reports") / f"run-{started:%Y%m%d-%H%M%S}"

@@ -124,3 +124,20 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "conformance.cli", "--version"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_run_against_an_unreachable_target_is_one_line_and_exit_3(
+    capsys, package_cache, tmp_path: Path
+) -> None:
+    code, _, err = run(
+        capsys,
+        "--package-cache",
+        str(package_cache.root),
+        "run",
+        "--target",
+        "http://127.0.0.1:1/fhir",
+        "--report-dir",
+        str(tmp_path / "report"),
+    )
+    assert code == 3 and err.count("\n") == 1 and "unreachable at http://127.0.0.1:1/fhir/metadata" in err
+    assert not (tmp_path / "report").exists()

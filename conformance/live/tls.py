@@ -19,7 +19,7 @@ from conformance.errors import ConfigurationError, TargetUnreachableError
 if TYPE_CHECKING:
     from conformance.live.targets import Target
 
-__all__ = ["httpx_verify", "ssl_context", "tls_failure", "unreachable"]
+__all__ = ["check_reachable", "httpx_verify", "ssl_context", "tls_failure", "unreachable"]
 
 
 def ssl_context(target: Target) -> ssl.SSLContext:
@@ -93,3 +93,21 @@ def unreachable(
         return TargetUnreachableError(f"{what} at {url} did not answer in time ({type(error).__name__})")
     detail = str(error) or type(error).__name__
     return TargetUnreachableError(f"{what} is unreachable at {url}: {detail}")
+
+
+def check_reachable(target: Target) -> None:
+    """Raise ``TargetUnreachableError`` unless the target's FHIR API and IAM Connect realm answer.
+
+    Reads ``{fhir}/metadata`` and the realm's OpenID discovery with the target's TLS trust: the check a
+    run makes before its first scenario, so an unreachable or untrusted target is one clear message.
+    """
+    checks = (
+        ("the FHIR API", target.fhir_base_url.rstrip("/") + "/metadata"),
+        ("IAM Connect", target.issuer + "/.well-known/openid-configuration"),
+    )
+    with httpx.Client(verify=httpx_verify(target), timeout=target.timeout) as client:
+        for what, url in checks:
+            try:
+                client.get(url)
+            except httpx.TransportError as error:
+                raise unreachable(what, url, error, target=target.name) from None
