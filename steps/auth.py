@@ -10,6 +10,7 @@ from pytest_bdd import given, then
 from conformance.suite import checks
 from conformance.suite.endpoint import Endpoint, SimulatorEndpoint
 from conformance.suite.plugin import SuiteOptions, software_for
+from conformance.suite.results import judges
 from conformance.suite.software import Action, Software
 
 
@@ -33,6 +34,7 @@ def untrusted(
 @then(
     "every request of the software used an interaction and search parameters the CapabilityStatement states"
 )
+@judges("VC-CON-01")
 def within_capabilities(action: Action, endpoint: Endpoint) -> None:
     capability = httpx.get(endpoint.fhir_base_url + "/metadata", headers={"Accept": "application/fhir+json"})
     capability.raise_for_status()
@@ -40,31 +42,37 @@ def within_capabilities(action: Action, endpoint: Endpoint) -> None:
 
 
 @then("the software logged in with the authorisation code flow and PKCE S256")
+@judges("VC-CON-02")
 def pkce(software: Software) -> None:
     checks.pkce_login([e for a in software.actions for e in a.exchanges])
 
 
 @then("the software exchanged the token for one meant for Vaccicard")
+@judges("VC-CON-03")
 def exchanged(software: Software) -> None:
     checks.exchanged_tokens([e for a in software.actions for e in a.exchanges])
 
 
 @then("every request to the register carried that token in the Authorization header only")
+@judges("VC-SEC-02")
 def bearer_only(software: Software) -> None:
     exchanges = [e for a in software.actions for e in a.exchanges]
     checks.bearer_only_in_header(exchanges, checks.exchanged_tokens(exchanges))
 
 
 @then("the register answered the software 401 because the token had expired")
+@judges("VC-CON-04")
 def answered_401(action: Action) -> None:
     checks.answered_expired(action)
 
 
 @then("the software renewed its token")
+@judges("VC-CON-04")
 def renewed(action: Action) -> None:
     checks.renewed_after(action, checks.answered_expired(action))
 
 
 @then("the register received nothing over that connection")
+@judges("VC-SEC-03")
 def nothing(action: Action) -> None:
     checks.nothing_received(action)

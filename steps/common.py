@@ -10,6 +10,7 @@ from pytest_bdd import given, parsers, then
 
 from conformance.suite import checks
 from conformance.suite.endpoint import Endpoint
+from conformance.suite.results import judges
 from conformance.suite.software import Action
 
 
@@ -79,15 +80,29 @@ def no_vaccination(action: Action) -> None:
 
 
 @then("the software's messages do not quote the patient's SSIN")
+@judges("VC-SEC-01")
 def no_ssin(action: Action, patient: Any) -> None:
     checks.messages_without_ssin(action, patient.ssin)
 
 
 @then("the register holds exactly one vaccination with that business identifier")
+@judges(
+    "VC-REG-02",
+    "VC-RES-01",
+    "VC-RES-02",
+    "VC-RES-03",
+    "VC-RES-04",
+    "VC-RES-05",
+    "VC-COR-04",
+    "VC-CON-04",
+    "VC-REJ-02",
+    "VC-ETE-04",
+)
 def holds_one(action: Action, endpoint: Endpoint) -> None:
     checks.register_holds_one(endpoint, action.business_identifier)
 
 
 @then("the software asked the register about no other patient")
+@judges("VC-ACC-03")
 def only_this_patient(action: Action, patient: Any) -> None:
     checks.only_patient(action, patient.ssin)

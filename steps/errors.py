@@ -9,6 +9,7 @@ from pytest_bdd import given, parsers, then, when
 from conformance.simulator.faults import Fault
 from conformance.suite import checks
 from conformance.suite.endpoint import Endpoint
+from conformance.suite.results import judges
 from conformance.suite.software import Action, Software
 
 TIMEOUT_FAULT_SECONDS = 3.0
@@ -63,16 +64,19 @@ def fixes_date(software: Software, action: Action, occurrence: str) -> Action:
 
 
 @then("the software sent the create again with the same business identifier")
+@judges("VC-RES-01")
 def sent_again(action: Action) -> None:
     checks.sent_again(action)
     checks.same_identifier_on_creates(action)
 
 
 @then("the software waited as Retry-After said before sending again")
+@judges("VC-RES-01", "VC-RES-02")
 def waited(action: Action) -> None:
     checks.waited_retry_after(action)
 
 
 @then("the software told the user the register is unavailable")
+@judges("VC-RES-05")
 def told_unavailable(action: Action) -> None:
     checks.told_unavailable(action)

@@ -13,6 +13,7 @@ from conformance.adapters.intents import CancelVaccination, Identifier, ReadHist
 from conformance.adapters.reference import ReferenceAdapter
 from conformance.suite import checks
 from conformance.suite.endpoint import Endpoint
+from conformance.suite.results import judges
 from conformance.suite.software import Action, Software
 from steps.common import person
 
@@ -121,20 +122,24 @@ def showed_history(action: Action) -> None:
 
 
 @then("the software searched by the patient's SSIN with parameters the register supports")
+@judges("VC-HIS-01")
 def searched(action: Action, patient: Any) -> None:
     checks.searched_by_ssin(action, patient.ssin)
 
 
 @then("the software followed the next links to the last page")
+@judges("VC-HIS-03")
 def all_pages(action: Action) -> None:
     checks.followed_next(action)
 
 
 @then("the history shows every vaccination the register holds for the patient, each once")
+@judges("VC-HIS-01", "VC-HIS-02", "VC-HIS-03", "VC-HIS-04")
 def shows_all(action: Action, endpoint: Endpoint, patient: Any) -> None:
     checks.history_matches_register(action, endpoint, patient.ssin)
 
 
 @then("the cancelled vaccination is not shown as given")
+@judges("VC-HIS-04", "VC-CAN-03")
 def cancelled_hidden(action: Action, endpoint: Endpoint, patient: Any) -> None:
     checks.cancelled_not_given(action, endpoint, patient.ssin)

@@ -18,6 +18,7 @@ from conformance.adapters.intents import (
     RecordVaccination,
 )
 from conformance.suite import checks
+from conformance.suite.results import judges
 from conformance.suite.software import Action, Software
 
 SCENARIO_KEYS = "https://vaccicard-conformance.example/scenarios/vaccinations"
@@ -134,36 +135,43 @@ def records_not_done(
 
 
 @then("the register received exactly one Immunization")
+@judges("VC-REG-01", "VC-ND-01")
 def exactly_one(action: Action) -> None:
     checks.one_received(action)
 
 
 @then("it conforms to be-vaccination")
+@judges("VC-REG-01", "VC-REG-03", "VC-REG-08", "VC-REG-09", "VC-ND-01", "VC-ND-02", "VC-ND-03")
 def it_conforms(action: Action, suite_validator: Any) -> None:
     checks.conforms(suite_validator, *checks.last_received(action))
 
 
 @then("it carries one business identifier with a system and a value")
+@judges("VC-REG-02")
 def one_identifier(action: Action) -> None:
     checks.one_business_identifier(*checks.last_received(action))
 
 
 @then("the patient is identified by SSIN in patient.identifier")
+@judges("VC-REG-03")
 def by_ssin(action: Action, patient: Any) -> None:
     checks.patient_by_ssin(*checks.last_received(action), patient.ssin)
 
 
 @then("the recorder is the logged-in professional")
+@judges("VC-REG-04")
 def recorder(action: Action, professional: Any) -> None:
     checks.recorder_is(*checks.last_received(action), professional.nihii11)
 
 
 @then("the lot number and expiry travel in the administered-product extension, not in lotNumber")
+@judges("VC-REG-05")
 def lot_in_extension(action: Action) -> None:
     checks.lot_in_product(*checks.last_received(action), action.intent)  # type: ignore[arg-type]
 
 
 @then("the values equal what the professional entered")
+@judges("VC-REG-01", "VC-REG-06", "VC-REG-08", "VC-REG-09")
 def values(action: Action) -> None:
     exchange, resource = checks.last_received(action)
     checks.values_equal(exchange, resource, action.intent)  # type: ignore[arg-type]
@@ -171,35 +179,42 @@ def values(action: Action) -> None:
 
 
 @then("the place is a contained Encounter with its Location, not Immunization.location")
+@judges("VC-REG-07")
 def place(action: Action) -> None:
     checks.place_contained(*checks.last_received(action))
 
 
 @then(parsers.parse('the occurrence is sent as occurrenceString "{text}"'))
+@judges("VC-REG-08")
 def occurrence_text(action: Action, text: str) -> None:
     checks.occurrence_string(*checks.last_received(action), text)
 
 
 @then("the reaction carries its date and refers to a contained Observation of the reaction")
+@judges("VC-REG-09")
 def reaction(action: Action) -> None:
     checks.reaction_with_detail(*checks.last_received(action))
 
 
 @then(parsers.parse('its status is not-done with the status reason "{code}"'))
+@judges("VC-ND-01", "VC-ND-02", "VC-ND-03")
 def not_done(action: Action, code: str) -> None:
     checks.not_done_with_reason(*checks.last_received(action), code)
 
 
 @then("the status reason is in its bound value set")
+@judges("VC-ND-01", "VC-ND-02", "VC-ND-03")
 def reason_bound(action: Action, suite_validator: Any) -> None:
     checks.status_reason_bound(suite_validator, *checks.last_received(action))
 
 
 @then("it names no administered product")
+@judges("VC-ND-02")
 def no_product(action: Action) -> None:
     checks.no_product(*checks.last_received(action))
 
 
 @then("every create the software sent carried the same business identifier")
+@judges("VC-REG-02", "VC-RES-03", "VC-RES-04")
 def same_key(action: Action) -> None:
     checks.same_identifier_on_creates(action)

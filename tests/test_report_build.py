@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 
 from conformance.errors import ConfigurationError
 from conformance.report import build_report, exit_code, failure_reasons, load_report, parse_waivers
-from conformance.report.build import IG_DEFINITIONS_PAGE, IG_PROFILE_PAGE, VERDICTS
-from conformance.report.model import FhirIssue
+from conformance.report.build import IG_DEFINITIONS_PAGE, IG_PROFILE_PAGE, VERDICTS, item_status
+from conformance.report.model import FhirIssue, ScenarioResult, StepResult
 from conformance.report.schema import schema_problems
 from tests.report_fixtures import catalogue, make_run, scenario, synthetic_run
 
@@ -106,6 +107,31 @@ def test_a_scenario_naming_two_items_counts_for_both() -> None:
     report = build_report(make_run(), [scenario("two", [first, second], "failed")], catalogue())
     assert verdicts(report)[first] == verdicts(report)[second] == "failed"
     assert report["summary"]["scenarios"] == {"passed": 0, "failed": 1, "skipped": 0, "waived": 0, "total": 1}
+
+
+def test_a_failing_step_fails_only_the_items_it_judges() -> None:
+    first, second, third = "VC-REG-01", "VC-REG-05", "VC-REG-07"
+    steps = (
+        StepResult("When", "the professional records a vaccination", "passed", 0.1),
+        StepResult("Then", "it conforms to be-vaccination", "passed", 0.1, items=(first,)),
+        StepResult("And", "the lot travels in the extension", "failed", 0.1, "no lot", items=(second,)),
+        StepResult("And", "the place is contained", "not-run", items=(third,)),
+    )
+    failed = ScenarioResult(
+        id="recording.feature::every detail",
+        feature="Recording",
+        feature_file="features/recording.feature",
+        name="every detail",
+        status="failed",
+        items=(first, second, third),
+        steps=steps,
+    )
+    assert [item_status(i, failed) for i in (first, second, third)] == ["passed", "failed", "skipped"]
+    assert item_status("VC-REG-02", failed) == "failed"  # judged by no step: the scenario's failure is its
+    report = build_report(make_run(), [failed], catalogue())
+    assert [verdicts(report)[i] for i in (first, second, third)] == ["passed", "failed", "skipped"]
+    broken_setup = replace(failed, steps=(replace(steps[0], status="failed"), *steps[1:]))
+    assert {item_status(i, broken_setup) for i in (first, second, third)} == {"failed"}
 
 
 def test_item_entry_carries_titles_ig_links_and_register_rules() -> None:

@@ -56,6 +56,10 @@ def test_a_faulty_run_states_the_failed_items_and_its_evidence(
     assert code == 1 and "FAILED recording.feature::A vaccination given in the practice" in out
     report = load_report(folder)
     assert verdicts(report)["VC-REG-05"] == "failed" and verdicts(report)["VC-REG-08"] == "passed"
+    # item-precise: the scenario covers REG-01..07; only the lot's item failed, the checks before it
+    # passed (REG-02..04), and the items judged only by steps after the failure were not verified
+    assert [verdicts(report)[f"VC-REG-0{n}"] for n in range(2, 5)] == ["passed"] * 3
+    assert verdicts(report)["VC-REG-06"] == "skipped" and verdicts(report)["VC-REG-07"] == "skipped"
     assert not report["summary"]["ready"]
     [failed] = [s for s in report["scenarios"] if s["status"] == "failed"]
     [step] = [s for s in failed["steps"] if s["status"] == "failed"]

@@ -133,18 +133,37 @@ def _covering(item_id: str, scenario: ScenarioResult, waivers: Sequence[Waiver])
     return [waiver.number for waiver in waivers if waiver.matches(item_id, scenario)]
 
 
+def item_status(item_id: str, scenario: ScenarioResult) -> str:
+    """What one scenario says of one of its items: passed, failed or skipped (not verified).
+
+    A failed scenario fails the item when a failing step judges it (or judges every item of the
+    scenario: a step without items, such as a Given that could not set the scene). Otherwise the
+    item passed when every step judging it passed, and was not verified when one of them did not run.
+    """
+    if scenario.status != "failed":
+        return scenario.status
+    judged_by = [step for step in scenario.steps if not step.items or item_id in step.items]
+    if any(step.status == "failed" for step in judged_by):
+        return "failed"
+    own = [step for step in scenario.steps if item_id in step.items]
+    if not own:
+        return "failed"  # no step names the item: the scenario's failure is its failure
+    return "passed" if all(step.status == "passed" for step in own) else "skipped"
+
+
 def _verdict(
     item_id: str, scenarios: Sequence[ScenarioResult], active: Sequence[Waiver]
 ) -> tuple[str, list[int]]:
     if not scenarios:
         return "not-run", []
-    failing = [s for s in scenarios if s.status == "failed"]
+    statuses = [item_status(item_id, s) for s in scenarios]
+    failing = [s for s, status in zip(scenarios, statuses, strict=True) if status == "failed"]
     if failing:
         covers = [_covering(item_id, s, active) for s in failing]
         if all(covers):
             return "waived", sorted({number for numbers in covers for number in numbers})
         return "failed", []
-    if any(s.status == "skipped" for s in scenarios):
+    if "skipped" in statuses:
         return "skipped", []
     return ("confirmed" if any(s.confirmations for s in scenarios) else "passed"), []
 
@@ -155,7 +174,7 @@ def _item(
     verdict, waived_by = _verdict(item.id, scenarios, active)
     counts = dict.fromkeys(("passed", "failed", "skipped"), 0)
     for scenario in scenarios:
-        counts[scenario.status] += 1
+        counts[item_status(item.id, scenario)] += 1
     return {
         "id": item.id,
         "area": item.area,

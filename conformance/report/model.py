@@ -151,9 +151,12 @@ class StepResult:
     """Seconds."""
     message: str | None = None
     """Why the step failed (or was skipped), as the step definition or validator said it."""
+    items: tuple[str, ...] = ()
+    """The evaluation items this step judges; empty: every item of its scenario."""
 
     def __post_init__(self) -> None:
         _one_of(self.status, STEP_STATUSES, f"status of step {self.text!r}")
+        _freeze(self, "items", self.items)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object report.json stores."""
@@ -163,6 +166,7 @@ class StepResult:
             "status": self.status,
             "duration_seconds": round(self.duration, 4),
             "message": self.message,
+            "items": list(self.items),
         }
 
 

@@ -67,7 +67,7 @@ def _scenario(outcome: ScenarioOutcome) -> ScenarioResult:
         items=tuple(outcome.items),
         skip_reason=outcome.skip_reason or ("not run" if outcome.status == "not-run" else None),
         duration=outcome.seconds,
-        steps=tuple(StepResult(s.keyword, s.text, s.status, s.seconds, s.message) for s in outcome.steps),
+        steps=tuple(StepResult(s.keyword, s.text, s.status, s.seconds, s.message, s.items) for s in outcome.steps),
         issues=tuple(outcome.issues),
         evidence=tuple(outcome.evidence),
         failed_evidence=tuple(outcome.failed_evidence),

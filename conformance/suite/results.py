@@ -11,8 +11,9 @@ is built from these alone.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,9 +21,23 @@ from conformance.adapters.manual import ManualAdapter
 from conformance.evaluation_items import item_ids_in_tags
 from conformance.traffic.recorder import Exchange
 
-__all__ = ["ResultCollector", "ScenarioOutcome", "StepOutcome"]
+__all__ = ["ResultCollector", "ScenarioOutcome", "StepOutcome", "judges"]
 
 _ISSUE_KEYS = ("severity", "code", "expression", "message", "rule", "profile")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def judges(*items: str) -> Callable[[F], F]:
+    """Mark a Then-step with the evaluation items it can judge (those of its scenario count).
+
+    A failing step then fails only those items of its scenario; an unmarked step judges them all.
+    """
+
+    def mark(function: F) -> F:
+        function.judges = items  # type: ignore[attr-defined]
+        return function
+
+    return mark
 
 
 @dataclass
@@ -34,6 +49,8 @@ class StepOutcome:
     status: str = "not-run"
     seconds: float = 0.0
     message: str | None = None
+    items: tuple[str, ...] = ()
+    """The items of its scenario this step judges (empty: all of them)."""
 
 
 @dataclass
@@ -83,21 +100,26 @@ class ResultCollector:
             items=item_ids_in_tags(tags),
             steps=[StepOutcome(step.keyword.strip(), step.name) for step in scenario.steps],
         )
+        outcome = self.scenarios[request.node.nodeid]
+        for position, step in enumerate(scenario.steps):  # what each step judges, run or not
+            outcome.steps[position].items = _judged(_step_function(request, step), outcome.items)
 
     @pytest.hookimpl
     def pytest_bdd_before_step_call(self, request: pytest.FixtureRequest, step: Any, scenario: Any) -> None:
         self._step_started = time.perf_counter()
 
     @pytest.hookimpl
-    def pytest_bdd_after_step(self, request: pytest.FixtureRequest, step: Any, scenario: Any) -> None:
-        self._step(request, scenario, step, "passed", None)
+    def pytest_bdd_after_step(
+        self, request: pytest.FixtureRequest, step: Any, scenario: Any, step_func: Any
+    ) -> None:
+        self._step(request, scenario, step, "passed", None, step_func)
 
     @pytest.hookimpl
     def pytest_bdd_step_error(
-        self, request: pytest.FixtureRequest, scenario: Any, step: Any, exception: Exception
+        self, request: pytest.FixtureRequest, scenario: Any, step: Any, step_func: Any, exception: Exception
     ) -> None:
         skipped = isinstance(exception, pytest.skip.Exception)
-        self._step(request, scenario, step, "skipped" if skipped else "failed", str(exception))
+        self._step(request, scenario, step, "skipped" if skipped else "failed", str(exception), step_func)
         outcome = self.scenarios.get(request.node.nodeid)
         if outcome is not None and not skipped:
             outcome.issues = [*getattr(exception, "issues", []), *outcome.issues]
@@ -107,7 +129,7 @@ class ResultCollector:
     def pytest_bdd_step_func_lookup_error(
         self, request: pytest.FixtureRequest, scenario: Any, step: Any, exception: Exception
     ) -> None:
-        self._step(request, scenario, step, "failed", str(exception))
+        self._step(request, scenario, step, "failed", str(exception), None)
 
     @pytest.hookimpl
     def pytest_bdd_after_scenario(self, request: pytest.FixtureRequest, feature: Any, scenario: Any) -> None:
@@ -147,7 +169,13 @@ class ResultCollector:
                 outcome.message = _message(report)
 
     def _step(
-        self, request: pytest.FixtureRequest, scenario: Any, step: Any, status: str, message: str | None
+        self,
+        request: pytest.FixtureRequest,
+        scenario: Any,
+        step: Any,
+        status: str,
+        message: str | None,
+        step_func: Any,
     ) -> None:
         outcome = self.scenarios.get(request.node.nodeid)
         if outcome is None:
@@ -157,12 +185,27 @@ class ResultCollector:
                 outcome.steps[position].status = status
                 outcome.steps[position].seconds = time.perf_counter() - self._step_started
                 outcome.steps[position].message = message
+                if step_func is not None:
+                    outcome.steps[position].items = _judged(step_func, outcome.items)
                 return
 
     @property
     def failed(self) -> list[ScenarioOutcome]:
         """The scenarios that failed."""
         return [s for s in self.scenarios.values() if s.status == "failed"]
+
+
+def _judged(step_func: Any, items: list[str]) -> tuple[str, ...]:
+    """The items of the scenario a step function is marked (``judges``) to judge."""
+    return tuple(item for item in getattr(step_func, "judges", ()) if item in items)
+
+
+def _step_function(request: pytest.FixtureRequest, step: Any) -> Any:
+    """The function pytest-bdd will run for ``step`` (None when it has none: that step fails anyway)."""
+    from pytest_bdd.scenario import get_step_function
+
+    context = get_step_function(request, step)
+    return context.step_func if context is not None else None
 
 
 def _fixture_if_set_up(request: pytest.FixtureRequest, name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -79,6 +80,7 @@ class Software:
                 f"this scenario writes to a {self.endpoint.environment} register: give --allow-writes to run it"
             )
         mark = self.endpoint.mark()
+        begun = datetime.now(UTC)
         started = time.perf_counter()
         try:
             result = self.adapter.perform(intent)
@@ -87,7 +89,9 @@ class Software:
                 raise  # the vendor's hook is unreachable: the run cannot go on
             result = AdapterResult(outcome="failed", message=error.message)
         seconds = time.perf_counter() - started
-        exchanges = tuple(self.endpoint.exchanges(mark))
+        # an exchange recorded now but begun before (a request an earlier scenario left hanging, that
+        # the register dropped only later) is not this action's
+        exchanges = tuple(e for e in self.endpoint.exchanges(mark) if e.started >= begun)
         action = Action(intent, result, exchanges, seconds, urlsplit(self.endpoint.fhir_base_url).path)
         self.actions.append(action)
         return action
