@@ -763,19 +763,52 @@ def followed_next(action: Action) -> None:
         )
 
 
+def _content_key(vaccine: str | None, occurrence: Any) -> tuple[str | None, str]:
+    return vaccine, str(occurrence or "")[:10]
+
+
+def shown_records(action: Action, held: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """The register record each vaccination the software shows stands for (None: none of them).
+
+    By record id when the software reports one; otherwise (an operator typing what the screen shows)
+    by vaccine code and date, each record standing for one line at most.
+    """
+    ids = {r["id"] for r in held}
+    unmatched = {
+        r["id"]: _content_key(((r.get("vaccineCode") or {}).get("coding") or [{}])[0].get("code"), _date(r))
+        for r in held
+    }
+    matched: list[str | None] = []
+    for shown in action.result.vaccinations:
+        if shown.record_id is not None:
+            matched.append(shown.record_id if shown.record_id in ids else None)
+            unmatched.pop(shown.record_id, None)
+            continue
+        key = _content_key(shown.vaccine.code if shown.vaccine else None, shown.occurrence)
+        found = next((record for record, content in unmatched.items() if content == key), None)
+        if found is not None:
+            del unmatched[found]
+        matched.append(found)
+    return matched
+
+
+def _date(record: Mapping[str, Any]) -> Any:
+    return record.get("occurrenceDateTime") or record.get("occurrenceString")
+
+
 def history_matches_register(action: Action, endpoint: Endpoint, ssin: str) -> None:
     """The software shows each of the patient's records once (cancelled ones only as cancelled)."""
     held = endpoint.records(patient=ssin)
-    shown = [v.record_id for v in action.result.vaccinations]
+    shown = shown_records(action, held)
     valid = {r["id"] for r in held if r.get("status") != "entered-in-error"}
     missing = sorted(valid - set(shown))
-    twice = sorted({record for record in shown if shown.count(record) > 1})
-    unknown = sorted(set(shown) - {r["id"] for r in held})
+    twice = sorted({record for record in shown if record is not None and shown.count(record) > 1})
+    unknown = shown.count(None)
     if missing or twice or unknown:
         raise CheckFailed(
             "the history shown differs from what the register holds",
             expected=f"{len(valid)} valid vaccination(s), each once",
-            arrived=f"{len(shown)} shown; missing {len(missing)}, shown twice {len(twice)}, unknown {len(unknown)}",
+            arrived=f"{len(shown)} shown; missing {len(missing)}, shown twice {len(twice)}, unknown {unknown}",
             where="the adapter's result: vaccinations",
             evidence=action.requests("search"),
         )
@@ -783,14 +816,16 @@ def history_matches_register(action: Action, endpoint: Endpoint, ssin: str) -> N
 
 def cancelled_not_given(action: Action, endpoint: Endpoint, ssin: str) -> None:
     """Records with status entered-in-error are hidden or shown as cancelled."""
-    cancelled = {r["id"] for r in endpoint.records(patient=ssin) if r.get("status") == "entered-in-error"}
+    held = endpoint.records(patient=ssin)
+    cancelled = {r["id"] for r in held if r.get("status") == "entered-in-error"}
     if not cancelled:
         raise CheckFailed(
             "the register holds no cancelled vaccination for the patient",
             expected="an entered-in-error record",
             arrived="none",
         )
-    wrong = [v for v in action.result.vaccinations if v.record_id in cancelled and v.status != "cancelled"]
+    pairs = zip(action.result.vaccinations, shown_records(action, held), strict=True)
+    wrong = [shown for shown, record in pairs if record in cancelled and shown.status != "cancelled"]
     if wrong:
         raise CheckFailed(
             "a cancelled vaccination is shown as given",
