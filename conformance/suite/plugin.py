@@ -1,15 +1,18 @@
 """The pytest plugin of the evaluation suite: options, the endpoint, the software under test.
 
 Options (``run`` passes them; ``python -m pytest steps`` takes them too): ``--adapter KIND[:ARG]``
-(default ``reference``), ``--target simulator`` (the embedded simulator on 127.0.0.1),
-``--professional SSIN`` (who the software logs in as unless a scenario names someone),
-``--simulator-port N`` (0: any free port; give one when vendor software must be pointed at it),
-``--lang en|fr|nl|de`` and ``--package-cache DIR``.
+(default ``reference``), ``--target`` (``simulator``, the embedded one on 127.0.0.1, or a target name
+of ``--target-config`` or a FHIR URL: a live register watched through the recording proxy, with
+``--ca-bundle``, ``--insecure`` and ``--allow-writes``), ``--professional SSIN`` (who the software logs
+in as unless a scenario names someone), ``--simulator-port N`` (0: any free port; give one when vendor
+software must be pointed at it), ``--lang en|fr|nl|de``, ``--package-cache DIR``, and ``--items`` /
+``--tags`` to select scenarios.
 
-Fixtures: ``suite`` (the options), ``suite_validator``, ``vocabulary``, ``testdata``, ``endpoint``
-(fresh register and no faults for every scenario, so scenarios run in any order and under
-pytest-xdist), ``software`` (the adapter under test driving the vendor software, closed after the
-scenario) and ``untrusted_endpoint`` (a register behind a TLS certificate nobody trusts).
+Fixtures: ``suite`` (the options), ``suite_validator``, ``vocabulary``, ``testdata``, ``run_id``,
+``endpoint`` (the simulator emptied and without faults for every scenario, so scenarios run in any
+order and under pytest-xdist; or the live register behind the proxy, ``live_register``), ``software``
+(the adapter under test driving the vendor software, closed after the scenario), ``builtin_options``
+and ``untrusted_endpoint`` (a register behind a TLS certificate nobody trusts).
 """
 
 from __future__ import annotations
