@@ -128,7 +128,7 @@ def proxy(
         click.echo("warning: the upstream's TLS certificate is not verified (--insecure)", err=True)
     click.echo("Press Ctrl-C to stop.")
     try:
-        run_until_signal(server)  # type: ignore[arg-type]  # any server with running/start/stop
+        run_until_signal(server)
     finally:
         server.stop()
         if evidence is not None:

@@ -59,6 +59,7 @@ from conformance.errors import ConfigurationError
 from conformance.live.iam import unverified_claims
 from conformance.live.tls import tls_failure
 from conformance.simulator.config import BE_VACCINATION_PROFILE
+from conformance.simulator.server import BackgroundServer
 from conformance.traffic.recorder import Exchange, TrafficRecorder, classify
 
 if TYPE_CHECKING:
@@ -87,14 +88,15 @@ _CHUNK = 64 * 1024
 _DRAIN_LIMIT = 8 * 1024 * 1024  # request body read after an upstream failure, at most
 _MAX_INFLATE = 32  # a compressed answer is decoded for rewriting only up to 32 times the record limit
 _MAX_LINE = 65536
-_STOP_JOIN_SECONDS = 5.0
 FHIR_JSON = "application/fhir+json"
 
 _log = logging.getLogger(__name__)
 
 
-class RecordingProxy:
+class RecordingProxy(BackgroundServer):
     """A recording reverse proxy to ``upstream_url`` (see the module docstring); a context manager."""
+
+    _what = "recording proxy"
 
     def __init__(
         self,
@@ -144,40 +146,10 @@ class RecordingProxy:
         """The FHIR base URL to configure in the vendor software (the proxy's origin + upstream path)."""
         return self.origin + self.base_path
 
-    @property
-    def running(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> RecordingProxy:
-        """Serve in a background (daemon) thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("the proxy was already started")
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name=f"recording-proxy-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         """Stop accepting, close open connections and the upstream client; idempotent."""
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._httpd.shutdown()
-            self._thread.join(_STOP_JOIN_SECONDS)
-        self._httpd.server_close()
-        self._httpd.close_connections()
+        super().stop()
         self.http.close()
-
-    def __enter__(self) -> RecordingProxy:
-        if self._thread is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # --- what the handler asks ------------------------------------------------------------------
 

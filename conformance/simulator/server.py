@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import parse_qs
 
 from conformance.errors import ConfigurationError
@@ -46,6 +46,7 @@ from conformance.simulator.http import DropConnection, HttpRequest, HttpResponse
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
+    "BackgroundServer",
     "SimulatorApp",
     "SimulatorServer",
     "asgi_app",
@@ -103,7 +104,58 @@ class _Refused(Exception):
 # --- the threaded server ------------------------------------------------------------------------------
 
 
-class SimulatorServer:
+class BackgroundServer:
+    """An HTTP server answered from a daemon thread: ``start``, ``stop``, ``running``, ``with``.
+
+    Subclasses set ``_httpd`` (a ``ThreadingHTTPServer`` with ``close_connections()``), ``_thread =
+    None`` and ``_what`` (what to call it in messages) before serving.
+    """
+
+    _httpd: Any
+    _thread: threading.Thread | None
+    _what = "server"
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Self:
+        """Serve in a background (daemon) thread; returns self."""
+        if self._thread is not None:
+            raise RuntimeError(f"the {self._what} was already started")
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"{self._what.replace(' ', '-')}-{self._httpd.server_port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until ``stop()`` is called from another thread (or a signal)."""
+        self._thread = threading.current_thread()
+        self._httpd.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        """Stop accepting, close every open connection, wait briefly for handler threads; idempotent."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._httpd.shutdown()
+            self._thread.join(_STOP_JOIN_SECONDS)
+        self._httpd.server_close()
+        self._httpd.close_connections()
+
+    def __enter__(self) -> Self:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class SimulatorServer(BackgroundServer):
     """The simulator on a real socket, served from a background thread.
 
     ``port=0`` picks a free port; ``base_url`` tells which (``http://127.0.0.1:PORT``, ``https`` with
@@ -111,6 +163,8 @@ class SimulatorServer:
     ``ConfigurationError``) and the simulator is told its public base URL; ``start()`` begins serving,
     ``stop()`` closes the listening socket and every open connection. Usable as a context manager.
     """
+
+    _what = "simulator server"
 
     def __init__(
         self,
@@ -144,45 +198,6 @@ class SimulatorServer:
             host = socket.gethostname()
         return f"{scheme}://{_authority(host, self.port)}"
 
-    @property
-    def running(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> SimulatorServer:
-        """Serve in a background (daemon) thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("the simulator server was already started")
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name=f"simulator-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until ``stop()`` is called from another thread (or a signal)."""
-        self._thread = threading.current_thread()
-        self._httpd.serve_forever(poll_interval=0.2)
-
-    def stop(self) -> None:
-        """Stop accepting, close every open connection, wait briefly for handler threads; idempotent."""
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._httpd.shutdown()
-            self._thread.join(_STOP_JOIN_SECONDS)
-        self._httpd.server_close()
-        self._httpd.close_connections()
-
-    def __enter__(self) -> SimulatorServer:
-        if self._thread is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
@@ -195,7 +210,7 @@ def is_loopback(host: str) -> bool:
 
 
 def run_until_signal(
-    server: SimulatorServer, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    server: BackgroundServer, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
 ) -> None:
     """Serve until one of ``signals`` (Ctrl-C, SIGTERM) arrives, then stop cleanly and return.
 
